@@ -1,0 +1,121 @@
+"""Errors raised by dagger.
+
+Every error dagger raises on purpose derives from :class:`DaggerError`, and also from the
+builtin exception it means, so ``except TypeError`` keeps working for code that does not know
+dagger::
+
+    DaggerError(Exception)
+    ├── HashingError(DaggerError, TypeError)          a value cannot be part of an identity
+    ├── MissingPropertyError(DaggerError, KeyError)    spawn_new_tree lacks a PROPERTIES value
+    ├── ExperimentDefinitionError(DaggerError, ValueError)
+    │                                                  a tree built wrongly: second root, foreign
+    │                                                  promise, non-string tag, bad option
+    ├── RecipeResultError(DaggerError, TypeError)      Recipe.run returned something not a state
+    ├── SerializationError(DaggerError, TypeError)     a state attribute cannot be pickled
+    ├── StoreError(DaggerError, OSError)               the directory cannot be used as a store
+    │   ├── NotAnExperimentError(StoreError)           no experiment.json where one is needed
+    │   ├── FormatVersionError(StoreError)             written by a newer dagger
+    │   └── StateClassMismatchError(StoreError)        the stored state class differs
+    ├── StateNotFoundError(DaggerError, KeyError)      an id or prefix matches no stored state
+    └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
+
+Errors carry the offending values as attributes and pickle cleanly, because they cross process
+boundaries when states are computed by an executor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DaggerError",
+    "ExperimentDefinitionError",
+    "FormatVersionError",
+    "HashingError",
+    "MissingPropertyError",
+    "NotAnExperimentError",
+    "RecipeResultError",
+    "RunError",
+    "SerializationError",
+    "StateClassMismatchError",
+    "StateNotFoundError",
+    "StoreError",
+]
+
+
+class DaggerError(Exception):
+    """Root of every error dagger raises on purpose.
+
+    Args:
+        message: A full sentence naming the problem and the fix.
+        **details: Offending values, kept as attributes of the same name.
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        for name, value in details.items():
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        # KeyError would otherwise print the repr of the message, quotes and escapes included.
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+
+def _rebuild(cls: type[DaggerError], message: str, details: dict[str, Any]) -> DaggerError:
+    error = cls.__new__(cls)
+    DaggerError.__init__(error, message, **details)
+    return error
+
+
+class HashingError(DaggerError, TypeError):
+    """A value that is part of an identity cannot be encoded canonically."""
+
+
+class MissingPropertyError(DaggerError, KeyError):
+    """``spawn_new_tree`` was not given a value for one of the state's PROPERTIES."""
+
+
+class ExperimentDefinitionError(DaggerError, ValueError):
+    """The tree of promises was built in a way dagger cannot run."""
+
+
+class RecipeResultError(DaggerError, TypeError):
+    """A recipe's ``run`` returned something that is not an ExperimentState."""
+
+
+class SerializationError(DaggerError, TypeError):
+    """A state (or a recorded result) cannot be pickled."""
+
+
+class StoreError(DaggerError, OSError):
+    """The experiment directory cannot be used as asked."""
+
+
+class NotAnExperimentError(StoreError):
+    """The directory holds no dagger experiment."""
+
+
+class FormatVersionError(StoreError):
+    """The directory was written by a newer dagger, in a format this one cannot read."""
+
+
+class StateClassMismatchError(StoreError):
+    """The state class given differs from the one the experiment was stored with."""
+
+
+class StateNotFoundError(DaggerError, KeyError):
+    """No stored state matches the id or prefix asked for."""
+
+
+class RunError(DaggerError, RuntimeError):
+    """One or more recipes or functions failed during ``Experiment.run``.
+
+    Attributes:
+        failures: One :class:`dagger.runner.Failure` per failed state or function.
+        report: The :class:`dagger.runner.RunReport` of the run, healthy branches included.
+    """

@@ -1,0 +1,568 @@
+"""Depth-first execution of an experiment tree: cached, failure-isolated, interruptible.
+
+The runner turns the experiment's promises into a plan (one node per distinct id, tags of
+duplicate promises merged), finds what the store already holds with one directory read, and
+walks the plan depth-first:
+
+* a node whose whole subtree is stored costs nothing more: no record read, no payload load;
+* a state is loaded or kept in memory only while some descendant must be computed from it or a
+  Function must run on it; the last child computed from a parent takes the parent object
+  itself, earlier ones get a deep copy, so memory holds the states of one root-to-leaf path;
+* a recipe that raises is recorded as a failure (error and traceback), its subtree is skipped,
+  and the rest of the tree still runs; :class:`~dagger.errors.RunError` lists the failures;
+* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import DaggerError, ExperimentDefinitionError, RecipeResultError, RunError
+from .hashing import call_method
+from .state import ExperimentState, class_path
+from .store import CorruptStateError
+from .store.records import FORMAT_VERSION, jsonable
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+    from .promise import ExperimentStatePromise
+    from .recipe import Function, Recipe
+
+__all__ = ["Failure", "RunReport", "Runner"]
+
+logger = logging.getLogger("dagger")
+
+
+@dataclass
+class Failure:
+    """One state (or Function) that failed during a run."""
+
+    state_id: str
+    recipe: str
+    error_type: str
+    message: str
+    traceback: str
+    function: str | None = None
+
+    def __str__(self) -> str:
+        what = f"Function `{self.function}` on " if self.function else ""
+        return f"{what}{self.state_id[:12]} {self.recipe}: {self.error_type}: {self.message}"
+
+
+@dataclass
+class RunReport:
+    """What a run did.
+
+    Attributes:
+        computed: States computed and stored by this run.
+        cached: States of the tree that were already stored.
+        failed: States whose recipe raised (their subtrees were skipped).
+        skipped: States not attempted because an ancestor failed.
+        functions: Function results computed by this run.
+        seconds: Wall time of the run.
+        failures: One entry per failed state or Function.
+        computed_ids: Ids of the states computed by this run, in order.
+    """
+
+    computed: int = 0
+    cached: int = 0
+    failed: int = 0
+    skipped: int = 0
+    functions: int = 0
+    seconds: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    computed_ids: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.computed} computed, {self.cached} cached, {self.failed} failed, "
+            f"{self.skipped} skipped, {self.functions} function results in "
+            f"{self.seconds:.2f} s"
+        )
+
+
+class _Node:
+    """One distinct state of the plan."""
+
+    __slots__ = (
+        "children",
+        "consumers",
+        "functions",
+        "keep",
+        "new_tags",
+        "parent",
+        "pending",
+        "promise",
+        "sha",
+        "stored",
+        "tags",
+        "work",
+    )
+
+    def __init__(self, sha: str, parent: _Node | None, promise: ExperimentStatePromise) -> None:
+        self.sha = sha
+        self.parent = parent
+        self.promise = promise
+        self.tags: list[str] = []
+        self.functions: dict[str, Function] = {}
+        self.children: list[_Node] = []
+        self.stored = False
+        self.pending: list[Function] = []
+        self.new_tags: list[str] = []
+        self.work = False
+        self.consumers = 0
+        self.keep = False
+
+    @property
+    def recipe(self) -> Recipe | None:
+        return self.promise.recipe
+
+    def describe(self) -> str:
+        if self.promise.is_root:
+            return "root"
+        if self.recipe is None:
+            return "stored state"
+        return repr(self.recipe)
+
+    def size(self) -> int:
+        count, stack = 0, [self]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children)
+        return count
+
+
+class _Held:
+    """The in-memory state of a node while its children run.
+
+    Children computed from it call :meth:`take`: all but the last get a deep copy, the last
+    gets the object itself. If it was not in memory (the node was stored), it is loaded the
+    first time it is needed.
+    """
+
+    __slots__ = ("consumers", "node", "runner", "state")
+
+    def __init__(self, runner: Runner, node: _Node, state: ExperimentState | None) -> None:
+        self.runner = runner
+        self.node = node
+        self.state = state
+        self.consumers = node.consumers
+
+    def peek(self) -> ExperimentState:
+        if self.state is None:
+            self.state = self.runner.materialize(self.node)
+        return self.state
+
+    def take(self) -> ExperimentState:
+        state = self.peek()
+        self.consumers -= 1
+        if self.consumers <= 0:
+            self.state = None
+            return state
+        return copy.deepcopy(state)
+
+
+class _Stop(Exception):
+    """Internal: keep_going=False and a failure happened."""
+
+
+class Runner:
+    """Computes what an experiment's promises need, against the experiment's store.
+
+    Args:
+        experiment: The experiment whose promises to run.
+        keep_going: Run the rest of the tree after a failure (default); False stops at the
+            first failure.
+        progress: Show a tqdm bar: True, False, or None for "when stderr is a terminal".
+    """
+
+    def __init__(
+        self, experiment: Experiment, *, keep_going: bool = True, progress: bool | None = None
+    ) -> None:
+        self.experiment = experiment
+        self.store = experiment.store
+        self.keep_going = keep_going
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.report = RunReport()
+        self.held: dict[str, _Held] = {}
+        self.kept: dict[str, ExperimentState] = {}
+        self.saved: set[str] = set()
+        self._bar: Any = None
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(
+        self, roots: list[ExperimentStatePromise], path: set[int] | None = None
+    ) -> list[_Node]:
+        """One node per distinct id under ``roots`` (only promises in ``path`` if given)."""
+        nodes: dict[str, _Node] = {}
+        plan_roots: list[_Node] = []
+        stack: list[tuple[ExperimentStatePromise, _Node | None]] = [
+            (root, None) for root in reversed(roots)
+        ]
+        while stack:
+            promise, parent = stack.pop()
+            sha = promise.sha()
+            node = nodes.get(sha)
+            if node is None:
+                node = nodes[sha] = _Node(sha, parent, promise)
+                (parent.children if parent else plan_roots).append(node)
+            for tag in promise.tags:
+                if tag not in node.tags:
+                    node.tags.append(tag)
+            if path is None:
+                for function in promise.functions:
+                    known = node.functions.get(function.name)
+                    if known is not None and known.code_identity() != function.code_identity():
+                        raise ExperimentDefinitionError(
+                            f"Two different Functions named `{function.name}` were applied to "
+                            f"state {sha[:12]}. Give them distinct names with "
+                            "Function(op, name=...).",
+                            name=function.name,
+                        )
+                    node.functions[function.name] = function
+            for child in reversed(promise.children):
+                if path is None or id(child) in path:
+                    stack.append((child, node))
+        return plan_roots
+
+    def survey(self, roots: list[_Node]) -> None:
+        """Decide, for every node, whether it is stored and what work lies in its subtree."""
+        listing = self.store.scan()
+        order: list[_Node] = []
+        stack = list(roots)
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            stack.extend(node.children)
+            sha = node.sha
+            if sha in listing.records:
+                if listing.has_payload(sha):
+                    node.stored = True
+                else:
+                    self._drop_broken_record(sha)
+            if node.tags and node.stored:
+                node.new_tags = self._new_tags(node, sha in listing.notes)
+            if node.functions:
+                self._find_pending_functions(node, sha in listing.notes)
+        for node in reversed(order):  # children before parents
+            must_compute = not node.stored
+            node.consumers = sum(1 for child in node.children if not child.stored)
+            node.consumers += int(node.keep)
+            node.work = (
+                must_compute
+                or bool(node.pending)
+                or bool(node.new_tags)
+                or node.keep
+                or any(child.work for child in node.children)
+            )
+
+    def _drop_broken_record(self, sha: str) -> None:
+        try:
+            self.store.quarantine(sha, "its record has no payload file")
+        except CorruptStateError:
+            pass
+
+    def _new_tags(self, node: _Node, has_notes: bool) -> list[str]:
+        record = self.store.read_record(node.sha) or {}
+        known = set(record.get("tags", []))
+        if has_notes:
+            known.update(self.store.read_notes(node.sha).get("tags", []))
+        return [tag for tag in node.tags if tag not in known]
+
+    def _find_pending_functions(self, node: _Node, has_notes: bool) -> None:
+        results = self.store.read_notes(node.sha).get("results", {}) if has_notes else {}
+        for name, function in node.functions.items():
+            known = results.get(name)
+            if (
+                not node.stored
+                or known is None
+                or "error" in known
+                or known.get("code") != function.code_identity()
+            ):
+                node.pending.append(function)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, roots: list[_Node]) -> RunReport:
+        """Execute a surveyed plan. Raises RunError at the end if anything failed."""
+        started = time.perf_counter()
+        total = sum(node.size() for node in roots)
+        to_compute = self._count(roots, lambda node: not node.stored)
+        functions = self._count(roots, lambda node: len(node.pending))
+        self._open_bar(to_compute + functions)
+        try:
+            with self.store.batch():
+                for root in roots:
+                    if root.work:
+                        self._walk(root)
+        except _Stop:
+            pass
+        finally:
+            self._close_bar()
+            self.report.seconds = time.perf_counter() - started
+            self.report.cached = (
+                total - self.report.computed - self.report.failed - self.report.skipped
+            )
+        if self.report.failures:
+            failures = self.report.failures
+            lines = "\n".join(f"  - {failure}" for failure in failures)
+            raise RunError(
+                f"{len(failures)} failure(s) during the run ({self.report}):\n{lines}\n"
+                "Each failed state's error and traceback are stored in "
+                "states/<id>.failed.json; the healthy branches were run and stored. Fix the "
+                "cause and run again: only what is missing is computed.",
+                failures=failures,
+                report=self.report,
+            )
+        return self.report
+
+    @staticmethod
+    def _count(roots: list[_Node], measure: Any) -> int:
+        count, stack = 0, list(roots)
+        while stack:
+            node = stack.pop()
+            if node.work:
+                count += measure(node)
+                stack.extend(node.children)
+        return count
+
+    def _walk(self, root: _Node) -> None:
+        stack: list[tuple[_Node, _Held | None, bool]] = [(root, None, False)]
+        while stack:
+            node, parent_held, leaving = stack.pop()
+            if leaving:
+                self.held.pop(node.sha, None)
+                continue
+            held = self._enter(node, parent_held)
+            if held is None:
+                continue
+            stack.append((node, None, True))
+            for child in reversed(node.children):
+                if child.work:
+                    stack.append((child, held, False))
+
+    def _enter(self, node: _Node, parent_held: _Held | None) -> _Held | None:
+        state: ExperimentState | None = None
+        if not node.stored:
+            try:
+                state = self._compute(node, parent_held)
+            except _Failed as failed:
+                self._fail(node, failed)
+                return None
+        elif node.new_tags:
+            self.store.update_notes(node.sha, tags=node.new_tags)
+        held = _Held(self, node, state)
+        self.held[node.sha] = held
+        if node.pending:
+            self._run_functions(node, held)
+        if node.keep:
+            try:
+                self.kept[node.sha] = held.take()
+            except _Failed as failed:
+                self._fail(node, failed)
+                return None
+        if held.consumers <= 0:
+            held.state = None
+        return held
+
+    def _fail(self, node: _Node, failed: _Failed) -> None:
+        self.report.failed += 1
+        self.report.skipped += node.size() - 1
+        self.report.failures.append(failed.failure)
+        if self._bar is not None:
+            self._bar.update(1)
+        if not self.keep_going:
+            raise _Stop()
+
+    # -- computing a state ---------------------------------------------------------------------
+
+    def materialize(self, node: _Node) -> ExperimentState:
+        """The full state of a node: loaded from the store, or recomputed if it is unusable."""
+        if node.stored or node.sha in self.saved:
+            state = self.experiment.load_state(node.sha)
+            if state is not None:
+                return state
+            node.stored = False
+            self.saved.discard(node.sha)
+        parent_held = self.held.get(node.parent.sha) if node.parent else None
+        if node.parent is not None and parent_held is None:
+            parent_held = _Held(self, node.parent, None)
+            parent_held.consumers = 1
+        return self._compute(node, parent_held)
+
+    def _compute(self, node: _Node, parent_held: _Held | None) -> ExperimentState:
+        promise = node.promise
+        experiment = self.experiment
+        started = time.perf_counter()
+        try:
+            if promise.is_root:
+                state = experiment.new_root_state(promise)
+            elif promise.recipe is None:
+                raise DaggerError(
+                    f"State {node.sha[:12]} is not in the store any more and this Experiment "
+                    "does not know the recipe that made it. Run the script that built it "
+                    "again to recompute it."
+                )
+            else:
+                assert parent_held is not None
+                parent_sha = node.parent.sha if node.parent else None
+                parent_state = parent_held.take()
+                parent_state._adopt(
+                    experiment, node.sha, parent_sha, node.tags, promise.recipe.info()
+                )
+                state = call_method(promise.recipe, "run", parent_state)
+                if not isinstance(state, ExperimentState):
+                    raise RecipeResultError(
+                        f"Recipe `{type(promise.recipe).__name__}.run` returned a "
+                        f"`{type(state).__name__}`; it must return an ExperimentState (the "
+                        "state it was given, modified, or a new one). Add `return state` at "
+                        "the end of run().",
+                        recipe=type(promise.recipe).__name__,
+                        value_type=type(state).__name__,
+                    )
+                state._adopt(experiment, node.sha, parent_sha, node.tags, promise.recipe.info())
+            seconds = time.perf_counter() - started
+            for hook in list(state.save_pre_hooks):
+                hook()
+            record = self._record(node, state, seconds)
+            state.record = self.store.save(node.sha, state, record)
+            for hook in list(state.save_post_hooks):
+                hook()
+        except _Failed:
+            raise
+        except Exception as error:
+            failure = Failure(
+                state_id=node.sha,
+                recipe=node.describe(),
+                error_type=type(error).__name__,
+                message=str(error),
+                traceback=traceback.format_exc(),
+            )
+            self.store.write_failure(node.sha, self._failure_record(node, failure))
+            logger.error("State %s (%s) failed: %s", node.sha[:12], node.describe(), error)
+            raise _Failed(failure) from error
+        state.status = "done"
+        self.store.clear_failure(node.sha)
+        self.saved.add(node.sha)
+        self.report.computed += 1
+        self.report.computed_ids.append(node.sha)
+        if self._bar is not None:
+            self._bar.update(1)
+        return state
+
+    def _record(self, node: _Node, state: ExperimentState, seconds: float) -> dict[str, Any]:
+        """The slim record of a freshly computed state (its payload is added by the store)."""
+        promise = node.promise
+        record = self._record_base(node)
+        record.update(
+            status="done",
+            seconds=round(seconds, 6),
+            state_class=class_path(type(state)),
+            properties={name: jsonable(getattr(state, name, None)) for name in state.PROPERTIES},
+            dagger_version=__version__,
+        )
+        if promise.is_root:
+            record["arguments"] = jsonable(promise.arguments)
+        return record
+
+    def _record_base(self, node: _Node) -> dict[str, Any]:
+        recipe = node.recipe
+        return {
+            "format": FORMAT_VERSION,
+            "id": node.sha,
+            "parent": node.parent.sha if node.parent else None,
+            "root": node.promise.is_root,
+            "recipe": recipe.record() if recipe else None,
+            "tags": list(node.tags),
+            "created": _now(),
+        }
+
+    def _failure_record(self, node: _Node, failure: Failure) -> dict[str, Any]:
+        return {
+            **self._record_base(node),
+            "status": "failed",
+            "error": {
+                "type": failure.error_type,
+                "message": failure.message,
+                "traceback": failure.traceback,
+            },
+        }
+
+    # -- functions -----------------------------------------------------------------------------
+
+    def _run_functions(self, node: _Node, held: _Held) -> None:
+        try:
+            state = held.peek()
+        except _Failed as failed:
+            self._fail(node, failed)
+            return
+        results: dict[str, Any] = {}
+        for function in node.pending:
+            started = time.perf_counter()
+            entry: dict[str, Any] = {"code": function.code_identity()}
+            try:
+                value = function.op(state)
+                entry.update(self.store.result_entry(node.sha, function.name, value))
+            except Exception as error:
+                failure = Failure(
+                    state_id=node.sha,
+                    recipe=node.describe(),
+                    error_type=type(error).__name__,
+                    message=str(error),
+                    traceback=traceback.format_exc(),
+                    function=function.name,
+                )
+                entry["error"] = {
+                    "type": failure.error_type,
+                    "message": failure.message,
+                    "traceback": failure.traceback,
+                }
+                self.report.failures.append(failure)
+                logger.error("Function %s on %s failed: %s", function.name, node.sha[:12], error)
+            else:
+                self.report.functions += 1
+            entry["seconds"] = time.perf_counter() - started
+            entry["created"] = _now()
+            results[function.name] = entry
+            if self._bar is not None:
+                self._bar.update(1)
+        notes = self.store.update_notes(node.sha, tags=node.new_tags, results=results)
+        state.results = self.store.results_view(node.sha, notes)
+        if any("error" in entry for entry in results.values()) and not self.keep_going:
+            raise _Stop()
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _open_bar(self, total: int) -> None:
+        if not self.progress or total == 0:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc="dagger", unit="state", leave=False)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _Failed(Exception):
+    """Internal: a node failed; carries its Failure."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,152 @@
+"""Crash-safe file primitives: atomic writes, exclusive publication, checksums.
+
+A file is written to a temporary name in its final folder (created exclusively), flushed,
+fsynced, and then moved into place; the folder is fsynced after. Readers therefore see either
+nothing or the whole file, whatever happens to the writer (SIGKILL, power loss, Ctrl-C).
+
+Temporary names start with a dot and contain ``.tmp-``, so listings skip them and ``gc`` can
+sweep the ones a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = [
+    "CHUNK",
+    "TEMP_MARK",
+    "fsync_dir",
+    "hash_file",
+    "is_temp",
+    "publish",
+    "temp_path",
+    "write_atomic",
+    "write_temp",
+]
+
+CHUNK = 1 << 22
+TEMP_MARK = ".tmp-"
+
+Data = bytes | bytearray | memoryview
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path``, unique across processes and threads."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temp(name: str) -> bool:
+    """Whether a file name is one of dagger's temporary names."""
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (renames, links, unlinks) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
+    """Write ``chunks`` to a new temporary file beside ``path``; return the temporary path.
+
+    The file is created exclusively and fsynced when ``durable``. On any error the temporary
+    file is removed before the error propagates.
+    """
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as handle:
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                for start in range(0, len(view), CHUNK):
+                    handle.write(view[start : start + CHUNK])
+            if durable:
+                os.fsync(handle.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def publish(tmp: Path, path: Path, *, replace: bool) -> bool:
+    """Move a finished temporary file into place.
+
+    Args:
+        tmp: The temporary file (always gone afterwards).
+        path: The final name.
+        replace: Replace an existing file atomically (``os.replace``). Otherwise publish with a
+            hard link, which never replaces: if ``path`` exists already, the existing file wins.
+
+    Returns:
+        True if ``path`` now holds this file, False if another file was there first.
+    """
+    if replace:
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return True
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        # Some filesystems (FAT, some FUSE and SMB mounts) have no hard links. An exclusive
+        # rename is not available everywhere either; check-then-rename keeps "first wins"
+        # except under a race, where the content-addressed names keep the damage to a
+        # duplicate of identical bytes.
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if path.exists():
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        _unlink_quietly(tmp)
+
+
+def write_atomic(
+    path: Path, data: Data | Iterable[Data], *, durable: bool, replace: bool = True
+) -> bool:
+    """Write a whole file atomically (see :func:`publish` for ``replace`` and the result).
+
+    The folder is fsynced afterwards when ``durable``.
+    """
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    published = publish(write_temp(path, chunks, durable=durable), path, replace=replace)
+    if durable:
+        fsync_dir(path.parent)
+    return published
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 hex digest and size of a file, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while True:
+            read = handle.readinto(buffer)
+            if not read:
+                break
+            sha.update(view[:read])
+            size += read
+    return sha.hexdigest(), size
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
