@@ -145,8 +145,8 @@ class Experiment:
                 f"Only dagger.Recipe instances define children; got a {type(recipe).__name__}.",
                 value_type=type(recipe).__name__,
             )
-        recipe.properties()  # a declared property that does not exist is reported here
         child = ExperimentStatePromise(self, parent, recipe, self.tags)
+        child.sha()  # a property that is missing or cannot be hashed is reported here
         parent.children.append(child)
         return child
 

@@ -162,7 +162,7 @@ def qualified_name(obj: Any) -> str:
     return f"{module}.{name}" if module else name
 
 
-def _function(buf: bytearray, func: Any) -> None:
+def _function(func: Any, buf: bytearray) -> None:
     name = qualified_name(func)
     buf += b"F"
     _text(buf, name)
@@ -419,12 +419,19 @@ def _encode(value: Any, buf: bytearray) -> None:
     raise _Unencodable(value)
 
 
-def encode(value: Any, *, what: str = "value") -> bytes:
+_DEFAULT_FIX = (
+    "Leave it out of the identity, pass a plain value that describes it instead, or register "
+    "an encoder with `dagger.hashing.register`."
+)
+
+
+def encode(value: Any, *, what: str = "value", fix: str = _DEFAULT_FIX) -> bytes:
     """Canonical bytes of ``value``.
 
     Args:
         value: Anything of a supported type, nested arbitrarily.
         what: How to name the value in an error (``"Recipe `Prune` property `amount`"``).
+        fix: The sentence of the error that says what to do instead.
 
     Raises:
         HashingError: Some part of ``value`` has a type dagger cannot encode.
@@ -438,9 +445,7 @@ def encode(value: Any, *, what: str = "value") -> bytes:
         inside = f" at `{where}`" if where else ""
         raise HashingError(
             f"{what} holds{inside} a `{qualified_name(type(bad))}`, which dagger cannot hash. "
-            "Leave it out of the identity (declare PROPERTIES without it, or list it in "
-            "NONHASHED_ATTRIBUTES for a state), pass a plain value that describes it instead, "
-            "or register an encoder with `dagger.hashing.register`.",
+            + fix,
             what=what,
             value_type=qualified_name(type(bad)),
             path=where,
@@ -448,7 +453,7 @@ def encode(value: Any, *, what: str = "value") -> bytes:
     except RecursionError:
         raise HashingError(
             f"{what} is nested too deeply (or refers to itself), so dagger cannot hash it. "
-            "Pass a flat description of it instead.",
+            + fix,
             what=what,
             value_type=qualified_name(type(value)),
             path="",
@@ -496,8 +501,10 @@ def _source_fingerprint(func: Any) -> str | None:
         if len(lambdas) != 1:
             return None
         tree = lambdas[0]
-    dumped = ast.dump(_strip_docstrings(tree), annotate_fields=True, include_attributes=False)
-    return hashlib.sha256(dumped.encode()).hexdigest()
+    # ast.unparse gives one canonical text for a syntax tree (comments, layout and quoting
+    # gone) and, unlike ast.dump, does not change when a Python release adds node fields.
+    normalised = ast.unparse(_strip_docstrings(tree))
+    return hashlib.sha256(normalised.encode()).hexdigest()
 
 
 def _code_parts(code: types.CodeType) -> tuple[Any, ...]:

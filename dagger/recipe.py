@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ExperimentDefinitionError
-from .hashing import class_fingerprint, digest, function_fingerprint, register
+from .hashing import class_fingerprint, digest, encode, function_fingerprint, register
 from .store.records import jsonable
 
 if TYPE_CHECKING:
@@ -137,16 +137,26 @@ def _recipe_base(cls: type) -> type:
 
 
 def child_sha(parent_sha: str, recipe: Recipe) -> str:
-    """The id of the state ``recipe`` produces from the state ``parent_sha``."""
+    """The id of the state ``recipe`` produces from the state ``parent_sha``.
+
+    Raises:
+        HashingError: A property cannot be hashed; the message names the recipe and property.
+    """
     name, code, properties = recipe.identity()
-    return digest(
-        "child",
-        parent_sha,
-        name,
-        code,
-        properties,
-        what=f"Recipe `{type(recipe).__name__}` property",
-    )
+    kind = type(recipe).__name__
+    encoded = {
+        key: encode(
+            value,
+            what=f"Recipe `{kind}` property `{key}`",
+            fix=(
+                f"Declare PROPERTIES without `{key}` (a name starting with `_` is never part "
+                "of the identity), pass a plain value that describes it instead, or register "
+                "an encoder with `dagger.hashing.register`."
+            ),
+        )
+        for key, value in properties.items()
+    }
+    return digest("child", parent_sha, name, code, encoded)
 
 
 def _encode_recipe(recipe: Recipe) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import MissingPropertyError
-from .hashing import digest, function_fingerprint
+from .hashing import digest, encode, function_fingerprint
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -122,15 +122,24 @@ class ExperimentState:
 
     @classmethod
     def root_sha(cls, experiment_arguments: dict[str, Any]) -> str:
-        """The id of the root spawned from these arguments."""
-        identity = cls.identity_arguments(experiment_arguments)
-        return digest(
-            "root",
-            cls.__qualname__,
-            cls.code_identity(),
-            identity,
-            what=f"spawn_new_tree() argument of {cls.__name__}",
-        )
+        """The id of the root spawned from these arguments.
+
+        Raises:
+            HashingError: An identity argument cannot be hashed; the message names it.
+        """
+        encoded = {
+            name: encode(
+                value,
+                what=f"spawn_new_tree() argument `{name}` (of {cls.__name__})",
+                fix=(
+                    f"List `{name}` in {cls.__name__}.NONHASHED_ATTRIBUTES (stored, not part "
+                    "of the identity), pass a plain value that describes it instead, or "
+                    "register an encoder with `dagger.hashing.register`."
+                ),
+            )
+            for name, value in cls.identity_arguments(experiment_arguments).items()
+        }
+        return digest("root", cls.__qualname__, cls.code_identity(), encoded)
 
     # -- tree links ------------------------------------------------------------------------------
 

@@ -360,7 +360,7 @@ class StaticExperimentTree:
         state = self.node_map.get(sha)
         if state is not None:
             return state
-        matches = [key for key in self.node_map if key.startswith(sha)] if sha else []
+        matches = [key for key in self.node_map if key.startswith(sha)]
         if len(matches) == 1:
             return self.node_map[matches[0]]
         if matches:
@@ -370,8 +370,9 @@ class StaticExperimentTree:
                 + "); give more characters.",
                 sha=sha,
             )
-        close = difflib.get_close_matches(sha, [key[: len(sha)] for key in self.node_map], n=3)
-        hint = f" Nearest: {', '.join(close)}." if close else ""
+        prefixes = {key[: len(sha)]: key for key in self.node_map}
+        close = difflib.get_close_matches(sha, list(prefixes), n=3)
+        hint = f" Nearest: {', '.join(prefixes[p][:12] for p in close)}." if close else ""
         raise StateNotFoundError(
             f"No state has an id starting with {sha!r} in this experiment "
             f"({len(self.node_map)} states).{hint}",

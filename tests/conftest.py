@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def call_log(tmp_path, monkeypatch):
+    """A file each recipe appends its name to; read it with helpers.read_log."""
+    path = tmp_path / "calls.log"
+    monkeypatch.setenv("DAGGER_TEST_LOG", str(path))
+    return path
+
+
+@pytest.fixture
+def exp_dir(tmp_path):
+    return tmp_path / "exp"
+
+
+@pytest.fixture
+def subprocess_env():
+    """Environment for scripts run in a subprocess: they import dagger and tests.helpers."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture
+def dagger_warnings(caplog):
+    """Records what dagger logs at WARNING and above."""
+    caplog.set_level(logging.WARNING, logger="dagger")
+    return caplog

@@ -1,0 +1,138 @@
+"""State classes and recipes shared by the tests and by the scripts they run in subprocesses.
+
+Kept in an importable module (not conftest) so that a subprocess can import the same classes
+and so that pickled states refer to a stable module path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import time
+from pathlib import Path
+
+import dagger as dg
+
+# Each recipe run appends a line here when DAGGER_TEST_LOG is set, so a test can count
+# exactly which states were computed, across processes.
+LOG_ENV = "DAGGER_TEST_LOG"
+
+
+def log_call(what: str) -> None:
+    path = os.environ.get(LOG_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"{what}\n")
+
+
+def read_log(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+class CounterState(dg.ExperimentState):
+    PROPERTIES = ["start"]
+    NONHASHED_ATTRIBUTES = ["note"]
+
+    def initialize_state(self, **arguments):
+        log_call("root")
+        self.value = self.start
+        self.history = [("root", self.start)]
+
+
+class Add(dg.Recipe):
+    PROPERTIES = ["amount"]
+
+    def __init__(self, amount):
+        self.amount = amount
+
+    def run(self, state):
+        log_call(f"add:{self.amount}")
+        state.value = state.value + self.amount
+        state.history = [*state.history, ("add", self.amount)]
+        return state
+
+
+class Multiply(dg.Recipe):
+    def __init__(self, factor):
+        self.factor = factor
+
+    def run(self, state):
+        log_call(f"mul:{self.factor}")
+        state.value = state.value * self.factor
+        state.history = [*state.history, ("mul", self.factor)]
+        return state
+
+
+class Boom(dg.Recipe):
+    """Fails (with ValueError) when ``fail`` is set."""
+
+    def __init__(self, fail=True):
+        self.fail = fail
+
+    def run(self, state):
+        log_call("boom")
+        if self.fail:
+            raise ValueError("boom on purpose")
+        return state
+
+
+class Sleep(dg.Recipe):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def run(self, state):
+        log_call(f"sleep:{self.seconds}")
+        time.sleep(self.seconds)
+        return state
+
+
+class Blob(dg.Recipe):
+    """Adds ``megabytes`` of deterministic bytes to the state (as a bytearray)."""
+
+    def __init__(self, megabytes, seed=0):
+        self.megabytes = megabytes
+        self.seed = seed
+
+    def run(self, state):
+        log_call(f"blob:{self.megabytes}")
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        state.blob = rng.integers(0, 255, self.megabytes << 20, dtype=np.uint8)
+        return state
+
+
+# Values of stable module path for the golden hashes in test_hashing.py.
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+@dataclasses.dataclass
+class Config:
+    width: int
+    lr: float
+
+
+def relu(x):
+    return x
+
+
+# Pinned by the golden ids in test_hashing.py: editing their code changes those ids, on purpose.
+class GoldenState(dg.ExperimentState):
+    PROPERTIES = ["start"]
+
+    def initialize_state(self, **arguments):
+        self.value = self.start
+
+
+class GoldenAdd(dg.Recipe):
+    PROPERTIES = ["amount"]
+
+    def __init__(self, amount):
+        self.amount = amount
+
+    def run(self, state):
+        state.value += self.amount
+        return state

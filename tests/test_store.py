@@ -1,0 +1,317 @@
+"""The directory store: atomic files, checksums, quarantine, crashes, format and bad folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from helpers import Add, Blob, CounterState, read_log
+
+import dagger as dg
+from dagger.store import DirectoryStore
+from dagger.store.files import write_atomic
+
+
+def run_tree(exp_dir, start=1):
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=start)
+    child = Add(1)(root)
+    grandchild = Add(2)(child)
+    report = exp.run(progress=False)
+    return report, root, child, grandchild
+
+
+def payload_of(exp_dir, sha):
+    (name,) = [
+        n for n in os.listdir(exp_dir / "states") if n.startswith(sha) and n.endswith(".pkl")
+    ]
+    return exp_dir / "states" / name
+
+
+def test_layout_matches_the_design(exp_dir):
+    _, root, child, _ = run_tree(exp_dir)
+    meta = json.loads((exp_dir / "experiment.json").read_text())
+    assert meta["format"] == 1
+    assert meta["roots"] == [root.sha()]
+    assert meta["state_class"] == "helpers:CounterState"
+    assert meta["experiment_arguments"] == {"start": 1}
+    for key in ("dagger_version", "python_version", "torch_version", "created"):
+        assert meta[key]
+    record = json.loads((exp_dir / "states" / f"{child.sha()}.json").read_text())
+    assert record["id"] == child.sha() and record["parent"] == root.sha()
+    assert record["recipe"]["class"] == "Add" and record["recipe"]["params"] == {"amount": 1}
+    assert record["status"] == "done" and record["seconds"] >= 0
+    payload = payload_of(exp_dir, child.sha())
+    assert record["payload"]["file"] == payload.name
+    assert record["payload"]["size"] == payload.stat().st_size
+    assert record["properties"] == {"start": 1}
+    assert (exp_dir / "index.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_payload_is_absent_warned_once_and_recomputed(
+    exp_dir, call_log, damage, dagger_warnings
+):
+    _, root, child, grandchild = run_tree(exp_dir)
+    path = payload_of(exp_dir, child.sha())
+    if damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:10])
+    else:
+        path.unlink()
+
+    # a full load of the damaged state fails cleanly, with one warning, and never unpickles it
+    tree = dg.Experiment.restore(exp_dir).graph
+    node = tree.node(child.sha())
+    if damage != "delete":
+        assert node.restore() is False
+        warnings = [r for r in dagger_warnings.records if child.sha()[:12] in r.getMessage()]
+        assert len(warnings) == 1
+        assert (exp_dir / "quarantine").is_dir()  # evidence kept
+
+    before = len(read_log(call_log))
+    report, root, child, grandchild = run_tree(exp_dir)
+    assert report.computed == 1 and read_log(call_log)[before:] == ["add:1"]
+    assert grandchild.get().value == 4
+    assert child.get().value == 2
+
+
+def test_leftover_temp_files_never_break_a_run(exp_dir):
+    run_tree(exp_dir)
+    states = exp_dir / "states"
+    (states / ".garbage.json.tmp-1-abcd").write_bytes(b"{partial")
+    (states / ".x.pkl.tmp-2-ef01").write_bytes(b"\x80\x04partial")
+    report, *_ = run_tree(exp_dir)
+    assert report.computed == 0
+    assert len(dg.Experiment.restore(exp_dir).graph) == 3
+
+
+def test_fast_durability_writes_the_same_store(tmp_path):
+    safe, fast = tmp_path / "safe", tmp_path / "fast"
+    run_tree(safe)
+    exp = dg.Experiment(fast, CounterState, durability="fast")
+    root = exp.spawn_new_tree(start=1)
+    Add(2)(Add(1)(root))
+    exp.run(progress=False)
+    assert sorted(os.listdir(safe / "states")) == sorted(os.listdir(fast / "states"))
+    with pytest.raises(ValueError, match="durability='sloppy' is not one of"):
+        dg.Experiment(tmp_path / "x", CounterState, durability="sloppy")
+
+
+def test_index_is_a_snapshot_never_the_only_copy(exp_dir):
+    _, root, child, grandchild = run_tree(exp_dir)
+    (exp_dir / "index.json").unlink()
+    assert len(dg.Experiment.restore(exp_dir).graph) == 3
+    assert (exp_dir / "index.json").exists()  # rewritten by the restore
+    (exp_dir / "index.json").write_text("{not json")
+    assert len(dg.Experiment.restore(exp_dir).graph) == 3
+    # a record the index does not know is still found
+    exp = dg.Experiment(exp_dir, CounterState)
+    Add(9)(exp.spawn_new_tree(start=1))
+    index_before = (exp_dir / "index.json").read_bytes()
+    exp.run(progress=False)
+    (exp_dir / "index.json").write_bytes(index_before)
+    assert len(dg.Experiment.restore(exp_dir).graph) == 4
+
+
+def test_concurrent_writers_of_one_state_first_wins(exp_dir):
+    _, root, child, _ = run_tree(exp_dir)
+    store = DirectoryStore(exp_dir)
+    record = store.read_record(child.sha())
+    state = child.get()
+    state.value = "a different value"
+    loser = {k: v for k, v in record.items() if k != "payload"}
+    winner = store.save(child.sha(), state, loser)
+    assert winner == record
+    assert child.get().value == 2
+    names = [n for n in os.listdir(exp_dir / "states") if n.startswith(child.sha())]
+    assert sorted(names) == sorted([f"{child.sha()}.json", payload_of(exp_dir, child.sha()).name])
+
+
+def test_atomic_write_replaces_or_publishes_once(tmp_path):
+    path = tmp_path / "file.json"
+    assert write_atomic(path, b"one", durable=True) is True
+    assert write_atomic(path, b"two", durable=True, replace=False) is False
+    assert path.read_bytes() == b"one"
+    assert write_atomic(path, b"three", durable=False) is True
+    assert path.read_bytes() == b"three"
+    assert os.listdir(tmp_path) == ["file.json"]
+
+
+def test_folder_that_is_not_an_experiment(tmp_path):
+    with pytest.raises(
+        dg.NotAnExperimentError, match="is not a dagger experiment: it has no experiment.json"
+    ):
+        dg.Experiment.restore(tmp_path)
+    with pytest.raises(dg.NotAnExperimentError, match="does not exist"):
+        dg.Experiment.restore(tmp_path / "nowhere")
+    (tmp_path / "experiment.json").write_text("[1, 2]")
+    with pytest.raises(dg.NotAnExperimentError, match="not a dagger experiment.json"):
+        dg.Experiment.restore(tmp_path)
+
+
+def test_newer_format_is_refused_and_left_untouched(exp_dir):
+    run_tree(exp_dir)
+    meta_path = exp_dir / "experiment.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format"] = 99
+    meta_path.write_text(json.dumps(meta))
+    snapshot = {p: p.read_bytes() for p in exp_dir.rglob("*") if p.is_file()}
+    with pytest.raises(dg.FormatVersionError, match="format 99"):
+        dg.Experiment.restore(exp_dir)
+    with pytest.raises(dg.FormatVersionError, match="Upgrade dagger"):
+        run_tree(exp_dir)
+    assert snapshot == {p: p.read_bytes() for p in exp_dir.rglob("*") if p.is_file()}
+
+
+def test_mismatched_state_class_is_refused(exp_dir):
+    run_tree(exp_dir)
+
+    class OtherState(dg.ExperimentState):
+        pass
+
+    with pytest.raises(
+        dg.StateClassMismatchError, match="holds states of class `helpers:CounterState`"
+    ):
+        dg.Experiment.restore(exp_dir, state_class=OtherState)
+    exp = dg.Experiment(exp_dir, OtherState)
+    Add(1)(exp.spawn_new_tree())
+    with pytest.raises(dg.StateClassMismatchError, match="Pass state_class=CounterState"):
+        exp.run(progress=False)
+
+
+def test_a_file_where_the_directory_should_be(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("hello")
+    exp = dg.Experiment(target, CounterState)
+    exp.spawn_new_tree(start=1)
+    with pytest.raises(dg.StoreError, match="is a file, not a folder"):
+        exp.run(progress=False)
+    assert target.read_text() == "hello"
+
+
+def test_save_and_load_hooks(exp_dir):
+    class HookState(dg.ExperimentState):
+        def initialize_state(self, **arguments):
+            self.c = 5
+            self.save_pre_hooks = [lambda: setattr(self, "c", 6)]
+            self.save_post_hooks = [lambda: setattr(self, "c", 7)]
+            self.load_post_hooks = [lambda: setattr(self, "loaded", True)]
+
+    exp = dg.Experiment(exp_dir, HookState)
+    root = exp.spawn_new_tree()
+    computed = root.get()
+    assert computed.c == 7  # after saving, the post-hook ran on the object in memory
+    loaded = root.get()  # stored now: loaded from disk
+    assert loaded.c == 6  # what the pre-hook set before saving
+    assert loaded.loaded is True
+
+
+class FileState(dg.ExperimentState):
+    """Stores itself as a plain text file through the seed's save_hook/load_hook."""
+
+    def initialize_state(self, **arguments):
+        self.text = "hello"
+
+    def save_hook(self, path):
+        with open(path, "w") as handle:
+            handle.write(self.text)
+
+    @classmethod
+    def load_hook(cls, path):
+        state = cls()
+        with open(path) as handle:
+            state.text = handle.read()
+        return state
+
+
+def test_custom_save_hook_and_load_hook(exp_dir):
+    exp = dg.Experiment(exp_dir, FileState)
+    root = exp.spawn_new_tree()
+    exp.run(progress=False)
+    assert payload_of(exp_dir, root.sha()).read_text() == "hello"
+    loaded = dg.Experiment.restore(exp_dir, FileState).graph.root
+    with loaded.lazy_load():
+        assert loaded.text == "hello"
+
+
+def _sizes(folder, temporary):
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    sizes = []
+    for name in names:
+        if name.startswith(".") == temporary:
+            try:
+                sizes.append(os.path.getsize(folder / name))
+            except FileNotFoundError:
+                pass
+    return sizes
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import dagger as dg
+    from helpers import Add, Blob, CounterState
+
+    exp = dg.Experiment(sys.argv[1], CounterState)
+    root = exp.spawn_new_tree(start=1)
+    big = Blob(200, seed=7)(root)
+    Add(1)(big)
+    exp.run(progress=False)
+    """
+)
+
+
+@pytest.mark.parametrize("moment", ["payload", "record"])
+def test_sigkill_while_saving_a_200mb_state(tmp_path, subprocess_env, moment):
+    exp_dir = tmp_path / "exp"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(exp_dir)], env=subprocess_env)
+    states = exp_dir / "states"
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and process.poll() is None:
+        if moment == "payload":
+            # the 200 MB payload is being written to its temporary file
+            trigger = any(size > 10 << 20 for size in _sizes(states, temporary=True))
+        else:
+            # the payload is in place, its record (the commit marker) not yet
+            trigger = any(size > 100 << 20 for size in _sizes(states, temporary=False))
+        if trigger:
+            process.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.0005)
+    process.wait(timeout=60)
+    assert killed, "the writer finished before it could be killed"
+
+    # the store is readable, and the rerun completes with correct values
+    tree = dg.Experiment.restore(exp_dir).graph
+    if moment == "payload":
+        assert len(tree) == 1  # the root; the big state was never committed
+    else:  # the kill may land just after the record was committed
+        assert len(tree) in (1, 2)
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    big = Blob(200, seed=7)(root)
+    leaf = Add(1)(big)
+    exp.run(progress=False)
+    expected = np.random.default_rng(7).integers(0, 255, 200 << 20, dtype=np.uint8)
+    state = big.get()
+    assert np.array_equal(state.blob, expected)
+    assert leaf.get().value == 2
+    assert len(dg.Experiment.restore(exp_dir).graph) == 3
