@@ -30,6 +30,7 @@ from .recipe import Function, Recipe
 from .runner import Runner, RunReport
 from .state import ExperimentState, class_path, import_class
 from .store import CorruptStateError, DirectoryStore
+from .store.blobs import DEFAULT_THRESHOLD
 from .store.records import FORMAT_VERSION, jsonable
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ class Experiment:
         state_class: The ExperimentState subclass of every state of this experiment.
         durability: ``"safe"`` (default): every write is fsynced. ``"fast"``: writes stay
             atomic but are not fsynced, for scratch experiments.
+        blob_threshold: Tensor storages, arrays and bytes of at least this many bytes
+            (default 64 KiB) are stored once as content-addressed blobs, shared by every state
+            that holds the same bytes.
 
     Attributes:
         tags: The tags active now (see :meth:`tag`).
@@ -62,6 +66,7 @@ class Experiment:
         state_class: type[ExperimentState] = ExperimentState,
         *,
         durability: str = "safe",
+        blob_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         if not (isinstance(state_class, type) and issubclass(state_class, ExperimentState)):
             raise ExperimentDefinitionError(
@@ -71,7 +76,9 @@ class Experiment:
             )
         self.directory = Path(directory).absolute()
         self.state_class = state_class
-        self.store = DirectoryStore(self.directory, durability=durability)
+        self.store = DirectoryStore(
+            self.directory, durability=durability, blob_threshold=blob_threshold
+        )
         self.tags: list[str] = []
         self.root: Any = None
         self.experiment_arguments: dict[str, Any] | None = None
@@ -222,21 +229,29 @@ class Experiment:
         return runner.kept[target.sha]
 
     def _prepare_store(self) -> None:
+        """Check the folder against this experiment; write experiment.json when it is new.
+
+        A rerun of a known tree reads experiment.json once and writes nothing.
+        """
         root = self.root if isinstance(self.root, ExperimentStatePromise) else None
-        meta = {
-            "format": FORMAT_VERSION,
-            "roots": [root.sha()] if root is not None else [],
-            "state_class": class_path(self.state_class),
-            "experiment_arguments": jsonable(self.experiment_arguments or {}),
-            "dagger_version": __version__,
-            "python_version": platform.python_version(),
-            "torch_version": _torch_version(),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
+        roots = [root.sha()] if root is not None else []
         if self.store.exists():
             stored = self.store.read_meta()
             self._check_state_class(stored)
-        self.store.prepare(meta)
+            if all(sha in stored.get("roots", []) for sha in roots):
+                return
+        self.store.prepare(
+            {
+                "format": FORMAT_VERSION,
+                "roots": roots,
+                "state_class": class_path(self.state_class),
+                "experiment_arguments": jsonable(self.experiment_arguments or {}),
+                "dagger_version": __version__,
+                "python_version": platform.python_version(),
+                "torch_version": _torch_version(),
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
+        )
 
     def _check_state_class(self, stored: dict[str, Any]) -> None:
         stored_path = stored.get("state_class", "")
@@ -265,9 +280,16 @@ class Experiment:
         return state
 
     def load_state(self, sha: str, map_location: Any = None) -> ExperimentState | None:
-        """Load a stored state fully (None, with one warning, if it is missing or corrupt)."""
+        """Load a stored state fully (None, with one warning, if it is missing or corrupt).
+
+        Args:
+            sha: The state's id.
+            map_location: Where to put tensors, as for ``torch.load``: a device, a dict
+                from saved to wanted location, or a function. Default: where they were
+                saved if that device exists here, else the CPU.
+        """
         try:
-            state = self.store.load(sha, self.state_class)
+            state = self.store.load(sha, self.state_class, map_location)
         except CorruptStateError:
             return None
         record = self.store.read_record(sha) or {"id": sha}
@@ -299,6 +321,7 @@ class Experiment:
         state_class: type[ExperimentState] | None = None,
         *,
         durability: str = "safe",
+        blob_threshold: int = DEFAULT_THRESHOLD,
     ) -> Experiment:
         """Reload a stored experiment in slim form: records only, no payload is read.
 
@@ -317,7 +340,9 @@ class Experiment:
         """
         from .tree import StaticExperimentTree
 
-        store = DirectoryStore(Path(directory).absolute(), durability=durability)
+        store = DirectoryStore(
+            Path(directory).absolute(), durability=durability, blob_threshold=blob_threshold
+        )
         meta = store.read_meta()
         stored_path = meta.get("state_class", "")
         if state_class is None:
@@ -329,7 +354,9 @@ class Experiment:
                     f"({error}). Pass it: Experiment.restore(directory, state_class=...).",
                     directory=str(directory),
                 ) from None
-        experiment = cls(directory, state_class, durability=durability)
+        experiment = cls(
+            directory, state_class, durability=durability, blob_threshold=blob_threshold
+        )
         experiment.store = store
         experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.get("experiment_arguments")

@@ -88,6 +88,11 @@ def _text(buf: bytearray, s: str) -> None:
     buf += raw
 
 
+def _string(buf: bytearray, value: str) -> None:
+    buf += b"s"
+    _text(buf, value)
+
+
 def _int(buf: bytearray, value: int) -> None:
     buf += b"i"
     _text(buf, str(int(value)))
@@ -124,8 +129,8 @@ def _unordered(tag: bytes, buf: bytearray, items: Any) -> None:
     parts.sort()
     buf += tag
     _length(buf, len(parts))
-    for part in parts:
-        buf += part
+    for encoded in parts:
+        buf.extend(encoded)
 
 
 def _mapping(buf: bytearray, value: dict[Any, Any]) -> None:
@@ -143,9 +148,9 @@ def _mapping(buf: bytearray, value: dict[Any, Any]) -> None:
     pairs.sort()
     buf += b"d"
     _length(buf, len(pairs))
-    for key_part, item_part in pairs:
-        buf += key_part
-        buf += item_part
+    for encoded_key, encoded_item in pairs:
+        buf.extend(encoded_key)
+        buf.extend(encoded_item)
 
 
 def _named(tag: bytes, buf: bytearray, name: str) -> None:
@@ -194,7 +199,7 @@ _EXACT: dict[type, Callable[[Any, bytearray], None]] = {
     bool: _encode_bool,
     int: lambda v, b: _int(b, v),
     float: lambda v, b: _float(b, v),
-    str: lambda v, b: (b.extend(b"s"), _text(b, v)),
+    str: lambda v, b: _string(b, v),
     bytes: lambda v, b: _encode_bytes(b, b"b", v),
     bytearray: lambda v, b: _encode_bytes(b, b"B", bytes(v)),
     list: lambda v, b: _sequence(b"l", b, v),
@@ -282,7 +287,7 @@ _BASES: dict[type, Callable[[Any, bytearray], None]] = {
     int: lambda v, b: _int(b, int(v)),
     float: lambda v, b: _float(b, float(v)),
     complex: _encode_complex,
-    str: lambda v, b: (b.extend(b"s"), _text(b, str(v))),
+    str: lambda v, b: _string(b, str(v)),
     bytes: lambda v, b: _encode_bytes(b, b"b", bytes(v)),
     bytearray: lambda v, b: _encode_bytes(b, b"B", bytes(v)),
     list: lambda v, b: _sequence(b"l", b, v),
@@ -452,8 +457,7 @@ def encode(value: Any, *, what: str = "value", fix: str = _DEFAULT_FIX) -> bytes
         ) from None
     except RecursionError:
         raise HashingError(
-            f"{what} is nested too deeply (or refers to itself), so dagger cannot hash it. "
-            + fix,
+            f"{what} is nested too deeply (or refers to itself), so dagger cannot hash it. " + fix,
             what=what,
             value_type=qualified_name(type(value)),
             path="",
@@ -496,14 +500,15 @@ def _source_fingerprint(func: Any) -> str | None:
         tree = ast.parse(textwrap.dedent(source))
     except SyntaxError:
         return None
+    node: ast.AST = tree
     if func.__name__ == "<lambda>":
-        lambdas = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda)]
+        lambdas = [found for found in ast.walk(tree) if isinstance(found, ast.Lambda)]
         if len(lambdas) != 1:
             return None
-        tree = lambdas[0]
+        node = lambdas[0]
     # ast.unparse gives one canonical text for a syntax tree (comments, layout and quoting
     # gone) and, unlike ast.dump, does not change when a Python release adds node fields.
-    normalised = ast.unparse(_strip_docstrings(tree))
+    normalised = ast.unparse(_strip_docstrings(node))
     return hashlib.sha256(normalised.encode()).hexdigest()
 
 
@@ -553,15 +558,26 @@ def function_fingerprint(func: Any) -> str:
         return hashlib.sha256(qualified_name(func).encode()).hexdigest()
     parts = []
     for function in functions:
-        code = function.__code__
-        cached = _FINGERPRINTS.get(code)
+        cached = _FINGERPRINTS.get(function)
         if cached is None:
             cached = _source_fingerprint(function) or _code_fingerprint(function)
-            _FINGERPRINTS[code] = cached
+            _FINGERPRINTS[function] = cached
         parts.append(cached)
     if len(parts) == 1:
         return parts[0]
     return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _static_member(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+# cls -> (snapshot of the class namespaces, fingerprint). The snapshot holds the member objects
+# themselves, so a later monkeypatch (``Train.run = new_run``) is seen by identity.
+_CLASS_FINGERPRINTS: dict[tuple[type, type, tuple[str, ...]], tuple[tuple[Any, ...], str]] = {}
 
 
 def class_fingerprint(cls: type, base: type, always: tuple[str, ...] = ()) -> str:
@@ -573,19 +589,35 @@ def class_fingerprint(cls: type, base: type, always: tuple[str, ...] = ()) -> st
         always: Method names included wherever they come from, ``base`` too (``run`` for a
             recipe, so the seed's ``Recipe.run = MethodType(...)`` patching counts).
     """
+    klasses = [k for k in reversed(cls.__mro__) if k is not object and not issubclass(base, k)]
+    snapshot = (
+        *(tuple(vars(klass).values()) for klass in klasses),
+        tuple(_static_member(cls, name) for name in always),
+    )
+    key = (cls, base, always)
+    cached = _CLASS_FINGERPRINTS.get(key)
+    if cached is not None and _same_objects(cached[0], snapshot):
+        return cached[1]
     members: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object or issubclass(base, klass):
-            continue
+    for klass in klasses:
         for name, member in vars(klass).items():
             if _unwrap_callable(member):
                 members[name] = member
     for name in always:
-        member = getattr(cls, name, None)
+        member = _static_member(cls, name)
         if member is not None:
             members[name] = member
     listing = sorted((name, function_fingerprint(member)) for name, member in members.items())
-    return hashlib.sha256(repr(listing).encode()).hexdigest()
+    fingerprint = hashlib.sha256(repr(listing).encode()).hexdigest()
+    _CLASS_FINGERPRINTS[key] = (snapshot, fingerprint)
+    return fingerprint
+
+
+def _same_objects(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    return len(old) == len(new) and all(
+        len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+        for a, b in zip(old, new, strict=True)
+    )
 
 
 def call_method(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -597,9 +629,11 @@ def call_method(obj: Any, name: str, *args: Any, **kwargs: Any) -> Any:
     ``f`` with the instance does what that code means.
     """
     method = getattr(obj, name)
-    if isinstance(method, types.MethodType) and isinstance(method.__self__, type):
-        if isinstance(obj, method.__self__) and not isinstance(
-            inspect.getattr_static(method.__self__, name), classmethod
-        ):
-            return method.__func__(obj, *args, **kwargs)
+    if (
+        isinstance(method, types.MethodType)
+        and isinstance(method.__self__, type)
+        and isinstance(obj, method.__self__)
+        and not isinstance(inspect.getattr_static(method.__self__, name), classmethod)
+    ):
+        return method.__func__(obj, *args, **kwargs)
     return method(*args, **kwargs)

@@ -15,7 +15,7 @@ from .recipe import child_sha
 
 if TYPE_CHECKING:
     from .experiment import Experiment
-    from .recipe import Function, Recipe
+    from .recipe import Function, Recipe, RecipeInfo
     from .state import ExperimentState
 
 __all__ = ["ExperimentStatePromise", "as_promise"]
@@ -51,6 +51,8 @@ class ExperimentStatePromise:
         self.children: list[ExperimentStatePromise] = []
         self.functions: list[Function] = []
         self._sha = known_sha
+        self._identity: tuple[str, str, dict[str, Any]] | None = None
+        self._info: RecipeInfo | None = None
         self.stored = known_sha is not None
 
     @property
@@ -73,8 +75,18 @@ class ExperimentStatePromise:
                 assert self.arguments is not None
                 self._sha = self.experiment.state_class.root_sha(self.arguments)
             else:
-                self._sha = child_sha(self.parent.sha(), self.recipe)
+                self._identity = self.recipe.identity()
+                self._sha = child_sha(self.parent.sha(), self.recipe, self._identity)
         return self._sha
+
+    def recipe_info(self) -> RecipeInfo | None:
+        """How the record will describe this promise's recipe (None for a root)."""
+        if self.recipe is None:
+            return None
+        if self._info is None:
+            self.sha()
+            self._info = self.recipe.info(self._identity)
+        return self._info
 
     def get(self) -> ExperimentState:
         """Compute (or load) this state and only what lies on its path; return it fully loaded."""

@@ -32,6 +32,9 @@ class RecipeInfo:
     params: dict[str, Any] = field(default_factory=dict)
     code: str = ""
 
+    def to_record(self) -> dict[str, Any]:
+        return {"class": self.name, "module": self.module, "params": self.params, "code": self.code}
+
     @classmethod
     def from_record(cls, recipe: dict[str, Any] | None) -> RecipeInfo | None:
         if not recipe:
@@ -114,15 +117,11 @@ class Recipe:
         """``(qualified class name, code identity, property values)``."""
         return (type(self).__qualname__, type(self).code_identity(), self.properties())
 
-    def info(self) -> RecipeInfo:
-        """The recipe as its states' records describe it."""
-        cls = type(self)
-        params = {name: jsonable(value) for name, value in self.properties().items()}
-        return RecipeInfo(cls.__qualname__, cls.__module__, params, cls.code_identity())
-
-    def record(self) -> dict[str, Any]:
-        info = self.info()
-        return {"class": info.name, "module": info.module, "params": info.params, "code": info.code}
+    def info(self, identity: tuple[str, str, dict[str, Any]] | None = None) -> RecipeInfo:
+        """The recipe as its states' records describe it (from ``identity`` if given)."""
+        name, code, properties = identity or self.identity()
+        params = {key: jsonable(value) for key, value in properties.items()}
+        return RecipeInfo(name, type(self).__module__, params, code)
 
     def __repr__(self) -> str:
         try:
@@ -136,13 +135,20 @@ def _recipe_base(cls: type) -> type:
     return Function if issubclass(cls, Function) else Recipe
 
 
-def child_sha(parent_sha: str, recipe: Recipe) -> str:
+def child_sha(
+    parent_sha: str, recipe: Recipe, identity: tuple[str, str, dict[str, Any]] | None = None
+) -> str:
     """The id of the state ``recipe`` produces from the state ``parent_sha``.
+
+    Args:
+        parent_sha: The parent state's id.
+        recipe: The recipe.
+        identity: ``recipe.identity()``, if the caller has it already.
 
     Raises:
         HashingError: A property cannot be hashed; the message names the recipe and property.
     """
-    name, code, properties = recipe.identity()
+    name, code, properties = identity or recipe.identity()
     kind = type(recipe).__name__
     encoded = {
         key: encode(
@@ -200,6 +206,7 @@ class Function:
         op = self.op
         if isinstance(op, types.MethodType):
             op = op.__func__
+        described: Any
         if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
             described, code = op, function_fingerprint(op)
         else:  # a callable object: its class and the code of its __call__

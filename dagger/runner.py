@@ -196,6 +196,7 @@ class Runner:
         self.held: dict[str, _Held] = {}
         self.kept: dict[str, ExperimentState] = {}
         self.saved: set[str] = set()
+        self.failed_before: set[str] = set()
         self._bar: Any = None
 
     # -- planning ----------------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Runner:
     def survey(self, roots: list[_Node]) -> None:
         """Decide, for every node, whether it is stored and what work lies in its subtree."""
         listing = self.store.scan()
+        self.failed_before = listing.failures
         order: list[_Node] = []
         stack = list(roots)
         while stack:
@@ -416,10 +418,9 @@ class Runner:
             else:
                 assert parent_held is not None
                 parent_sha = node.parent.sha if node.parent else None
+                info = promise.recipe_info()
                 parent_state = parent_held.take()
-                parent_state._adopt(
-                    experiment, node.sha, parent_sha, node.tags, promise.recipe.info()
-                )
+                parent_state._adopt(experiment, node.sha, parent_sha, node.tags, info)
                 state = call_method(promise.recipe, "run", parent_state)
                 if not isinstance(state, ExperimentState):
                     raise RecipeResultError(
@@ -430,7 +431,7 @@ class Runner:
                         recipe=type(promise.recipe).__name__,
                         value_type=type(state).__name__,
                     )
-                state._adopt(experiment, node.sha, parent_sha, node.tags, promise.recipe.info())
+                state._adopt(experiment, node.sha, parent_sha, node.tags, info)
             seconds = time.perf_counter() - started
             for hook in list(state.save_pre_hooks):
                 hook()
@@ -452,7 +453,8 @@ class Runner:
             logger.error("State %s (%s) failed: %s", node.sha[:12], node.describe(), error)
             raise _Failed(failure) from error
         state.status = "done"
-        self.store.clear_failure(node.sha)
+        if node.sha in self.failed_before:
+            self.store.clear_failure(node.sha)
         self.saved.add(node.sha)
         self.report.computed += 1
         self.report.computed_ids.append(node.sha)
@@ -476,13 +478,12 @@ class Runner:
         return record
 
     def _record_base(self, node: _Node) -> dict[str, Any]:
-        recipe = node.recipe
         return {
             "format": FORMAT_VERSION,
             "id": node.sha,
             "parent": node.parent.sha if node.parent else None,
             "root": node.promise.is_root,
-            "recipe": recipe.record() if recipe else None,
+            "recipe": info.to_record() if (info := node.promise.recipe_info()) else None,
             "tags": list(node.tags),
             "created": _now(),
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import MissingPropertyError
@@ -67,6 +67,21 @@ class ExperimentState:
     PROPERTIES: ClassVar[list[str]] = []
     NONHASHED_ATTRIBUTES: ClassVar[list[str]] = []
     VERSION: ClassVar[str | None] = None
+
+    _sha: str | None
+    parent_sha: str | None
+    experiment_object: Experiment | None
+    tags: list[str]
+    slim_loaded: bool
+    from_cache: bool
+    root_state: bool
+    recipe: Any
+    status: str
+    results: Mapping[str, Any]
+    properties: dict[str, Any]
+    record: dict[str, Any] | None
+    parent: ExperimentState | None
+    children: set[ExperimentState]
 
     def __init__(
         self, parent_sha: str | None = None, experiment_object: Experiment | None = None
@@ -279,7 +294,8 @@ class ExperimentState:
         self.children = set()
 
     def __repr__(self) -> str:
-        sha = self._sha[:12] if self.__dict__.get("_sha") else None
+        full = self.__dict__.get("_sha")
+        sha = full[:12] if full else None
         slim = ", slim" if self.__dict__.get("slim_loaded") else ""
         return f"{type(self).__name__}(sha={sha}, tags={self.__dict__.get('tags')}{slim})"
 

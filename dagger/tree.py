@@ -117,7 +117,7 @@ class NodeSet(list[ExperimentState]):
 
         return NodeSet(sorted(self, key=key, reverse=reverse))
 
-    def __or__(self, other: Iterable[ExperimentState]) -> NodeSet:  # type: ignore[override]
+    def __or__(self, other: Iterable[ExperimentState]) -> NodeSet:
         _check_nodeset(other)
         seen = {id(node) for node in self}
         return NodeSet([*self, *(node for node in other if id(node) not in seen)])
@@ -292,7 +292,9 @@ class StaticExperimentTree:
             node_map[sha] = state
         edge_map: dict[str, set[str]] = defaultdict(set)
         for sha, state in node_map.items():
-            parent = node_map.get(state.parent_sha) if state.parent_sha else None
+            parent: ExperimentState | None = (
+                node_map.get(state.parent_sha) if state.parent_sha else None
+            )
             if parent is not None:
                 state.parent = parent
                 parent.children.add(state)
@@ -301,7 +303,7 @@ class StaticExperimentTree:
         level = [s for s in node_map.values() if s.parent is None]
         depth = 0
         while level:
-            following = []
+            following: list[ExperimentState] = []
             for state in level:
                 state.__dict__["depth"] = depth
                 toposort[depth].add(state.sha() or "")
@@ -339,11 +341,7 @@ class StaticExperimentTree:
         if len(roots) != 1:
             raise StateNotFoundError(
                 f"This experiment holds {len(roots)} roots, not one"
-                + (
-                    f" ({', '.join(s.sha()[:12] for s in roots)}); use tree.roots."
-                    if roots
-                    else "."
-                )  # type: ignore[index]
+                + (f" ({', '.join(roots.ids)}); use tree.roots." if roots else ".")
             )
         return roots[0]
 

@@ -246,17 +246,15 @@ def test_custom_save_hook_and_load_hook(exp_dir):
 
 
 def _sizes(folder, temporary):
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
+    """Sizes of the (temporary or final) files anywhere under ``folder``."""
     sizes = []
-    for name in names:
-        if name.startswith(".") == temporary:
-            try:
-                sizes.append(os.path.getsize(folder / name))
-            except FileNotFoundError:
-                pass
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(".") == temporary:
+                try:
+                    sizes.append(os.path.getsize(os.path.join(parent, name)))
+                except FileNotFoundError:
+                    pass
     return sizes
 
 
@@ -281,16 +279,15 @@ def test_sigkill_while_saving_a_200mb_state(tmp_path, subprocess_env, moment):
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
     process = subprocess.Popen([sys.executable, str(script), str(exp_dir)], env=subprocess_env)
-    states = exp_dir / "states"
     deadline = time.monotonic() + 120
     killed = False
     while time.monotonic() < deadline and process.poll() is None:
         if moment == "payload":
-            # the 200 MB payload is being written to its temporary file
-            trigger = any(size > 10 << 20 for size in _sizes(states, temporary=True))
+            # the 200 MB buffer is being written to its temporary file
+            trigger = any(size > 10 << 20 for size in _sizes(exp_dir, temporary=True))
         else:
-            # the payload is in place, its record (the commit marker) not yet
-            trigger = any(size > 100 << 20 for size in _sizes(states, temporary=False))
+            # the 200 MB buffer is in place, the record (the commit marker) not yet
+            trigger = any(size > 100 << 20 for size in _sizes(exp_dir, temporary=False))
         if trigger:
             process.send_signal(signal.SIGKILL)
             killed = True

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import SerializationError, StoreError
 from . import records as rec
-from .blobs import dumps_payload, loads_payload
+from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs, dumps_payload, loads_payload
 from .files import fsync_dir, hash_file, publish, write_temp
 from .locks import state_lock
 
@@ -68,9 +68,20 @@ class DirectoryStore:
             loss cannot lose a state that was reported saved; ``"fast"`` skips the fsyncs for
             scratch experiments: writes stay atomic (a crash of the process loses nothing
             already written), only a machine crash may lose recent states.
+        blob_threshold: Buffers (tensor storages, arrays, bytes) of at least this many bytes
+            are stored once, as content-addressed blobs, and shared between states.
+        use_mmap: Load blobs as private copy-on-write memory maps (default) rather than
+            reading them into fresh memory.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, durability: str = "safe") -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        durability: str = "safe",
+        blob_threshold: int = DEFAULT_THRESHOLD,
+        use_mmap: bool = True,
+    ) -> None:
         if durability not in DURABILITY:
             raise ValueError(
                 f"durability={durability!r} is not one of {DURABILITY}: use 'safe' (fsync, "
@@ -84,6 +95,9 @@ class DirectoryStore:
         self.quarantine_dir = self.directory / "quarantine"
         self.meta_path = self.directory / "experiment.json"
         self.index_path = self.directory / "index.json"
+        self.blobs = Blobs(
+            self.blobs_dir, durable=self.durable, threshold=blob_threshold, use_mmap=use_mmap
+        )
         self._records: dict[str, dict[str, Any]] = {}
         self.changed = False
 
@@ -166,30 +180,34 @@ class DirectoryStore:
         Raises:
             SerializationError: The state cannot be pickled (nothing is left on disk).
         """
-        payload_tmp, payload_info = self._write_payload(state_id, state)
+        payload_tmp, payload_info, blob_refs = self._write_payload(state_id, state)
         payload_path = self.states_dir / payload_info["file"]
-        owns_payload = publish(payload_tmp, payload_path, replace=False)
-        record = {**record, "payload": payload_info}
+        # The payload is named by its content digest, so replacing one with the same name
+        # replaces identical bytes: a plain rename is safe.
+        publish(payload_tmp, payload_path, replace=True)
+        record = {**record, "payload": payload_info, "blobs": blob_refs}
         record_path = self.states_dir / rec.record_name(state_id)
-        try:
-            record_tmp = write_temp(record_path, [rec.to_json_bytes(record)], durable=self.durable)
-            won = publish(record_tmp, record_path, replace=False)
-        except BaseException:
-            if owns_payload:
-                _unlink(payload_path)
-            raise
+        # Interrupted here, the payload stays without a record: invisible to readers (only a
+        # record commits a state) and swept by gc. Deleting it could delete another writer's
+        # identical, committed payload.
+        record_tmp = write_temp(record_path, [rec.to_json_bytes(record)], durable=self.durable)
+        won = publish(record_tmp, record_path, replace=False)
         if self.durable:
             fsync_dir(self.states_dir)
         self.changed = True
         if not won:
             winner = self.read_record(state_id) or record
-            if owns_payload and winner.get("payload", {}).get("file") != payload_info["file"]:
+            # A payload no record points at is this writer's own; one with the winner's name
+            # holds the winner's bytes and stays.
+            if winner.get("payload", {}).get("file") != payload_info["file"]:
                 _unlink(payload_path)
             return winner
         self._records[state_id] = record
         return record
 
-    def _write_payload(self, state_id: str, state: Any) -> tuple[Path, dict[str, Any]]:
+    def _write_payload(
+        self, state_id: str, state: Any
+    ) -> tuple[Path, dict[str, Any], dict[str, int]]:
         probe = self.states_dir / f"{state_id}.payload"
         save_hook = getattr(state, "save_hook", None)
         if callable(save_hook):
@@ -203,18 +221,19 @@ class DirectoryStore:
             except BaseException:
                 _unlink(tmp)
                 raise
-            kind = "save_hook"
+            kind, refs = "save_hook", dict[str, int]()
         else:
-            data = _pickle_state(state)
+            data, refs, kind = _pickle_state(state, self.blobs)
             digest, size = hashlib.sha256(data).hexdigest(), len(data)
             tmp = write_temp(probe, [data], durable=self.durable)
-            kind = "dill"
+        if refs and self.durable:
+            fsync_dir(self.blobs_dir)
         name = rec.payload_name(state_id, digest)
-        return tmp, {"file": name, "sha256": digest, "size": size, "format": kind}
+        return tmp, {"file": name, "sha256": digest, "size": size, "format": kind}, refs
 
     # -- loading -----------------------------------------------------------------------------
 
-    def load(self, state_id: str, state_class: Any = None) -> Any:
+    def load(self, state_id: str, state_class: Any = None, map_location: Any = None) -> Any:
         """Read, verify and unpickle a state's payload.
 
         Raises:
@@ -241,7 +260,19 @@ class DirectoryStore:
             self.quarantine(state_id, "its payload file is missing")
         if len(data) != info.get("size") or hashlib.sha256(data).hexdigest() != info.get("sha256"):
             self.quarantine(state_id, "its payload does not match the checksum in its record")
-        return loads_payload(data)
+        try:
+            return loads_payload(data, self.blobs, map_location)
+        except BlobError as error:
+            if error.reason != "missing":
+                self._quarantine_blob(error.digest)
+            self.quarantine(state_id, f"blob {error.digest[:16]} {error.reason}")
+
+    def _quarantine_blob(self, digest: str) -> None:
+        """Move a corrupt blob aside: every state that refers to it must be recomputed."""
+        target = self.quarantine_dir / "blobs"
+        target.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.blobs.path(digest), target / digest)
 
     def _verify_file(self, state_id: str, path: Path, info: dict[str, Any]) -> None:
         try:
@@ -326,7 +357,7 @@ class DirectoryStore:
         if _is_plain_json(value):
             return {"value": value}
         try:
-            data = dumps_payload(value)
+            data, refs, _ = dumps_payload(value, self.blobs)
         except Exception as error:
             raise SerializationError(
                 f"The result of Function `{name}` is a `{type(value).__name__}`, which cannot "
@@ -341,6 +372,7 @@ class DirectoryStore:
             "file": path.name,
             "sha256": digest,
             "size": len(data),
+            "blobs": refs,
             "type": f"{type(value).__module__}.{type(value).__qualname__}",
             "repr": _short_repr(value),
         }
@@ -356,7 +388,7 @@ class DirectoryStore:
             raise CorruptStateError(
                 path.name[: rec.ID_LENGTH], f"result file {path.name} is corrupt"
             )
-        return loads_payload(data)
+        return loads_payload(data, self.blobs)
 
     def results_view(self, state_id: str, notes: dict[str, Any]) -> Results:
         return Results(self, notes.get("results", {}))
@@ -525,9 +557,9 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _pickle_state(state: Any) -> bytes:
+def _pickle_state(state: Any, blobs: Blobs) -> tuple[bytes, dict[str, int], str]:
     try:
-        return dumps_payload(state)
+        return dumps_payload(state, blobs)
     except Exception as error:
         culprit = _find_unpicklable(state)
         what = f"attribute `{culprit[0]}` holds a `{culprit[1]}`" if culprit else "it"
@@ -551,7 +583,7 @@ def _find_unpicklable(state: Any) -> tuple[str, str] | None:
         return None
     for name, value in attributes.items():
         try:
-            dumps_payload(value)
+            dumps_payload(value, None)
         except Exception:
             return name, f"{type(value).__module__}.{type(value).__qualname__}"
     return None

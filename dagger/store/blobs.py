@@ -1,23 +1,313 @@
-"""Payload serialization: the state pickled with dill.
+"""Payload serialization: pickling with large buffers routed to content-addressed blobs.
 
-Large tensor and array buffers are routed to content-addressed blobs in a later step; this
-module is the one place that turns a state into payload bytes and back.
+A payload is a pickle in which every large buffer (a torch storage, a numpy array, a bytes
+object of at least ``threshold`` bytes) is replaced by a reference to a blob: a file under
+``blobs/<h[:2]>/<h>`` named by the SHA-256 of its bytes. A buffer that several states hold
+(a parent's weights kept by its children, tied weights, a frozen backbone) is stored once.
+
+Blobs are raw bytes, read back without unpickling anything and verified against their name
+before use. Tensors that shared a storage when saved share one after loading; each load builds
+new storages, so two loads are independent of each other and of the files.
+
+Pickling uses the standard (C) pickler, which is fast and handles what torch provides, through
+cloudpickle, which stores by value (in the same stream, so references stay shared) the classes
+and functions that cannot be referenced by name: those defined in ``__main__`` or a notebook,
+lambdas and local functions. A payload thus loads in a process that never defined them. What
+the standard pickler cannot pickle at all (file handles, locks, ...) falls back to dill.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import mmap
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import dill
 
-__all__ = ["dumps_payload", "loads_payload"]
+from .files import CHUNK, publish, write_temp
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "BlobError",
+    "Blobs",
+    "dumps_payload",
+    "loads_payload",
+]
+
+DEFAULT_THRESHOLD = 64 * 1024
+PROTOCOL = 5
 
 
-def dumps_payload(obj: Any) -> bytes:
-    """Pickle ``obj`` (a state or a recorded result) with dill."""
-    return dill.dumps(obj, protocol=5)
+class BlobError(Exception):
+    """Internal: a blob is missing or does not match its name."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"blob {digest[:16]}: {reason}")
+        self.digest = digest
+        self.reason = reason
 
 
-def loads_payload(data: bytes | memoryview) -> Any:
-    return dill.load(io.BytesIO(data))
+@dataclass
+class Blobs:
+    """The blob folder of a store.
+
+    Args:
+        folder: ``<directory>/blobs``.
+        durable: fsync each new blob (and its folder).
+        threshold: Buffers of at least this many bytes become blobs.
+        use_mmap: Load blobs as private (copy-on-write) memory maps instead of reading them.
+    """
+
+    folder: Path
+    durable: bool = True
+    threshold: int = DEFAULT_THRESHOLD
+    use_mmap: bool = True
+    written: int = field(default=0, init=False)
+
+    def path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / digest
+
+    def put(self, data: memoryview) -> str:
+        """Store bytes (once per distinct content); return their digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(digest)
+        try:
+            # Already there: refresh its time so that gc's grace period protects it until the
+            # record that now refers to it is written.
+            os.utime(path)
+            return digest
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        publish(write_temp(path, [data], durable=self.durable), path, replace=True)
+        self.written += len(data)
+        return digest
+
+    def read(self, digest: str, nbytes: int) -> memoryview | mmap.mmap:
+        """The verified bytes of a blob: a private memory map, or a fresh bytearray.
+
+        Raises:
+            BlobError: The blob is missing, of the wrong size, or does not hash to its name.
+        """
+        path = self.path(digest)
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            raise BlobError(digest, "missing") from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != nbytes:
+                raise BlobError(digest, f"has {size} bytes, {nbytes} expected")
+            if nbytes == 0:
+                return memoryview(b"")
+            data: memoryview | mmap.mmap
+            if self.use_mmap:
+                data = mmap.mmap(handle.fileno(), nbytes, access=mmap.ACCESS_COPY)
+            else:
+                buffer = bytearray(nbytes)
+                view = memoryview(buffer)
+                read = 0
+                while read < nbytes:
+                    chunk = handle.readinto(view[read : read + CHUNK])
+                    if not chunk:
+                        raise BlobError(digest, "is shorter than its size")
+                    read += chunk
+                data = view
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise BlobError(digest, "does not match its checksum")
+        return data
+
+
+# -- pickling ----------------------------------------------------------------------------------
+
+
+class _BlobRouting:
+    """persistent_id for a pickler: large buffers become blob references."""
+
+    blobs: Blobs | None
+    refs: dict[str, int]
+    storage_ids: dict[int, tuple[Any, ...]]
+
+    def _setup(self, blobs: Blobs | None, refs: dict[str, int]) -> None:
+        self.blobs = blobs
+        self.refs = refs
+        self.storage_ids = {}
+        self.torch = sys.modules.get("torch")
+        self.numpy = sys.modules.get("numpy")
+
+    def persistent_id(self, obj: Any) -> Any:
+        blobs = self.blobs
+        if blobs is None:
+            return None
+        torch = self.torch
+        if torch is not None and isinstance(obj, torch.storage.TypedStorage | torch.UntypedStorage):
+            return self._storage_id(obj)
+        numpy = self.numpy
+        if (
+            numpy is not None
+            and type(obj) is numpy.ndarray
+            and obj.nbytes >= blobs.threshold
+            and not obj.dtype.hasobject
+        ):
+            order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+            data = numpy.asarray(obj, order=order)
+            digest = self._put(memoryview(data.reshape(-1, order=order).view(numpy.uint8)))
+            return ("numpy", digest, data.nbytes, data.dtype.str, data.shape, order)
+        if type(obj) in (bytes, bytearray) and len(obj) >= blobs.threshold:
+            digest = self._put(memoryview(obj))
+            return ("bytes", digest, len(obj), type(obj).__name__)
+        return None
+
+    def _storage_id(self, obj: Any) -> Any:
+        torch = self.torch
+        assert torch is not None and self.blobs is not None
+        if isinstance(obj, torch.storage.TypedStorage):
+            untyped, dtype = obj._untyped_storage, str(obj.dtype).removeprefix("torch.")
+        else:
+            untyped, dtype = obj, None
+        if untyped.device.type == "meta" or untyped.nbytes() < self.blobs.threshold:
+            return None
+        key = untyped._cdata
+        known = self.storage_ids.get(key)
+        if known is None:
+            cpu = untyped if untyped.device.type == "cpu" else untyped.cpu()
+            raw = torch.empty(0, dtype=torch.uint8).set_(cpu, 0, (cpu.nbytes(),), (1,))
+            digest = self._put(memoryview(raw.numpy()))
+            known = (digest, untyped.nbytes(), str(untyped.device))
+            self.storage_ids[key] = known
+        digest, nbytes, location = known
+        return ("torch", digest, nbytes, dtype, location)
+
+    def _put(self, data: memoryview) -> str:
+        assert self.blobs is not None
+        digest = self.blobs.put(data)
+        self.refs[digest] = data.nbytes
+        return digest
+
+
+class _Pickler(_BlobRouting, cloudpickle.Pickler):
+    """The standard C pickler, with cloudpickle's by-value classes and functions."""
+
+    def __init__(self, file: io.BytesIO, blobs: Blobs | None, refs: dict[str, int]) -> None:
+        cloudpickle.Pickler.__init__(self, file, protocol=PROTOCOL)
+        self._setup(blobs, refs)
+
+
+class _DillPickler(_BlobRouting, dill.Pickler):
+    """dill's pickler, for what the standard one cannot pickle (file handles, locks, ...)."""
+
+    def __init__(self, file: io.BytesIO, blobs: Blobs | None, refs: dict[str, int]) -> None:
+        dill.Pickler.__init__(self, file, protocol=PROTOCOL)
+        self._setup(blobs, refs)
+
+
+def dumps_payload(obj: Any, blobs: Blobs | None = None) -> tuple[bytes, dict[str, int], str]:
+    """Pickle ``obj``; large buffers go to ``blobs`` (inline if None).
+
+    Returns:
+        The pickle bytes, the blobs it refers to (digest -> size), and the pickler used
+        (``"pickle"``, or ``"dill"`` when the standard pickler could not do it).
+
+    Raises:
+        Exception: Whatever dill raises when neither pickler can pickle ``obj``.
+    """
+    for kind, pickler in (("pickle", _Pickler), ("dill", _DillPickler)):
+        file = io.BytesIO()
+        refs: dict[str, int] = {}
+        try:
+            pickler(file, blobs, refs).dump(obj)
+        except Exception:
+            if kind == "dill":
+                raise
+            continue
+        return file.getvalue(), refs, kind
+    raise AssertionError("unreachable")
+
+
+MapLocation = Any
+
+
+class _PayloadUnpickler(dill.Unpickler):
+    def __init__(
+        self, file: io.BytesIO, blobs: Blobs | None, map_location: MapLocation = None
+    ) -> None:
+        super().__init__(file)
+        self.blobs = blobs
+        self.map_location = map_location
+        self.loaded: dict[tuple[Any, ...], Any] = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, digest, nbytes = pid[0], pid[1], pid[2]
+        if self.blobs is None:
+            raise BlobError(digest, "no blob folder to read it from")
+        if kind == "torch":
+            return self._storage(digest, nbytes, pid[3], pid[4])
+        data = self.blobs.read(digest, nbytes)
+        if kind == "numpy":
+            import numpy
+
+            dtype, shape, order = pid[3], pid[4], pid[5]
+            flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype))
+            return flat.reshape(shape, order=order)
+        if kind == "bytes":
+            return bytes(data) if pid[3] == "bytes" else bytearray(data)
+        raise BlobError(digest, f"unknown reference kind {kind!r}")
+
+    def _storage(self, digest: str, nbytes: int, dtype: str | None, location: str) -> Any:
+        import torch
+
+        key = (digest, location)
+        untyped = self.loaded.get(key)
+        if untyped is None:
+            data = self.blobs.read(digest, nbytes)  # type: ignore[union-attr]
+            if nbytes:
+                untyped = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+            else:
+                untyped = torch.UntypedStorage(0)
+            untyped = _place(untyped, location, self.map_location)
+            self.loaded[key] = untyped
+        if dtype is None:
+            return untyped
+        return torch.storage.TypedStorage(
+            wrap_storage=untyped, dtype=getattr(torch, dtype), _internal=True
+        )
+
+
+def _place(untyped: Any, location: str, map_location: MapLocation) -> Any:
+    """Move a loaded storage to where it was saved (if that device exists) or as mapped."""
+    import torch
+
+    target: Any = location
+    if callable(map_location):
+        moved = map_location(untyped, location)
+        return untyped if moved is None else moved
+    if isinstance(map_location, dict):
+        target = map_location.get(location, location)
+    elif map_location is not None:
+        target = map_location
+    device = torch.device(target)
+    if device.type == "cpu":
+        return untyped
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        return untyped
+    raw = torch.empty(0, dtype=torch.uint8).set_(untyped, 0, (untyped.nbytes(),), (1,))
+    return raw.to(device).untyped_storage()
+
+
+def loads_payload(
+    data: bytes | memoryview, blobs: Blobs | None = None, map_location: MapLocation = None
+) -> Any:
+    """Unpickle a payload, reading (and verifying) the blobs it refers to.
+
+    Raises:
+        BlobError: A blob it needs is missing or corrupt.
+    """
+    return _PayloadUnpickler(io.BytesIO(data), blobs, map_location).load()

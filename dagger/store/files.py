@@ -10,12 +10,16 @@ sweep the ones a killed writer left behind.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
+import itertools
 import os
 import secrets
+import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CHUNK",
@@ -31,13 +35,36 @@ __all__ = [
 
 CHUNK = 1 << 22
 TEMP_MARK = ".tmp-"
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 Data = bytes | bytearray | memoryview
 
 
+class _TempNames:
+    """Unique temporary-name suffixes without a system call per name.
+
+    A process token (pid and random bits, renewed after fork) plus a counter; creating the file
+    with O_EXCL still guards against any collision (say, two hosts sharing a folder).
+    """
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.token}-{next(self.counter)}"
+
+
+_NAMES = _TempNames()
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temporary name beside ``path``, unique across processes and threads."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return path.with_name(f".{path.name}{TEMP_MARK}{_NAMES.next()}")
 
 
 def is_temp(name: str) -> bool:
@@ -61,18 +88,20 @@ def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
     file is removed before the error propagates.
     """
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            for chunk in chunks:
-                view = memoryview(chunk).cast("B")
-                for start in range(0, len(view), CHUNK):
-                    handle.write(view[start : start + CHUNK])
-            if durable:
-                os.fsync(handle.fileno())
+        for chunk in chunks:
+            view = memoryview(chunk).cast("B")
+            while view:
+                written = os.write(fd, view[:CHUNK])
+                view = view[written:]
+        if durable:
+            os.fsync(fd)
     except BaseException:
+        os.close(fd)
         _unlink_quietly(tmp)
         raise
+    os.close(fd)
     return tmp
 
 
@@ -82,8 +111,8 @@ def publish(tmp: Path, path: Path, *, replace: bool) -> bool:
     Args:
         tmp: The temporary file (always gone afterwards).
         path: The final name.
-        replace: Replace an existing file atomically (``os.replace``). Otherwise publish with a
-            hard link, which never replaces: if ``path`` exists already, the existing file wins.
+        replace: Replace an existing file atomically (``os.replace``). Otherwise never
+            replace: if ``path`` exists already, the existing file wins.
 
     Returns:
         True if ``path`` now holds this file, False if another file was there first.
@@ -94,6 +123,16 @@ def publish(tmp: Path, path: Path, *, replace: bool) -> bool:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        return True
+    try:
+        renamed = _rename_noreplace(tmp, path)
+    except FileExistsError:
+        _unlink_quietly(tmp)
+        return False
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if renamed:
         return True
     try:
         os.link(tmp, path)
@@ -113,6 +152,51 @@ def publish(tmp: Path, path: Path, *, replace: bool) -> bool:
         return True
     finally:
         _unlink_quietly(tmp)
+
+
+def _load_renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(tmp: Path, path: Path) -> bool:
+    """Linux ``renameat2(RENAME_NOREPLACE)``: one atomic, never-replacing rename.
+
+    Returns False where it is not available (other systems, filesystems without it), so the
+    caller falls back to a hard link. Raises FileExistsError if ``path`` exists.
+    """
+    if _RENAMEAT2 is None:
+        return False
+    result = _RENAMEAT2(
+        _AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code == errno.EEXIST:
+        raise FileExistsError(code, os.strerror(code), str(path))
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(path))
 
 
 def write_atomic(
