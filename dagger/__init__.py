@@ -20,6 +20,7 @@ from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe, function
 from .runner import Failure, RunReport
 from .state import ExperimentState
+from .store.maintenance import gc, verify
 from .tree import NodeSet, StaticExperimentTree
 
 __all__ = [
@@ -46,4 +47,6 @@ __all__ = [
     "StoreError",
     "__version__",
     "function",
+    "gc",
+    "verify",
 ]

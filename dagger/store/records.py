@@ -72,6 +72,8 @@ class Listing:
     payloads: dict[str, list[str]] = field(default_factory=dict)
     notes: set[str] = field(default_factory=set)
     failures: set[str] = field(default_factory=set)
+    results: list[str] = field(default_factory=list)
+    temps: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
 
     def has_payload(self, state_id: str, name: str | None = None) -> bool:
@@ -88,8 +90,7 @@ def scan(states_dir: Path) -> Listing:
         return listing
     for name in names:
         if name[0] == "." or len(name) < ID_LENGTH + 5 or name[ID_LENGTH] != ".":
-            if not is_temp(name):
-                listing.other.append(name)
+            (listing.temps if is_temp(name) else listing.other).append(name)
             continue
         state_id, rest = name[:ID_LENGTH], name[ID_LENGTH + 1 :]
         if rest == "json":
@@ -100,7 +101,9 @@ def scan(states_dir: Path) -> Listing:
             listing.notes.add(state_id)
         elif rest == "failed.json":
             listing.failures.add(state_id)
-        elif not rest.endswith(".res"):
+        elif rest.endswith(".res"):
+            listing.results.append(name)
+        else:
             listing.other.append(name)
     return listing
 
