@@ -160,7 +160,8 @@ def _fsync(path: Path) -> None:
 
 def save_and_load(scratch: Path, megabytes: int, repeat: int) -> list[dict]:
     state_exp = dg.Experiment(scratch / "tmp-big", BigState, durability="fast")
-    state = state_exp.new_root_state(state_exp.spawn_new_tree(megabytes=megabytes))
+    root = state_exp.spawn_new_tree(megabytes=megabytes)
+    state = state_exp.new_root_state(root.sha(), root.arguments, [])
     saves, floors, loads, floor_loads = [], [], [], []
     for attempt in range(repeat):
         exp = dg.Experiment(scratch / f"big-{attempt}", BigState)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     ExperimentDefinitionError,
-    NotAnExperimentError,
     StateClassMismatchError,
 )
 from .hashing import call_method
@@ -184,13 +183,24 @@ class Experiment:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, *, keep_going: bool = True, progress: bool | None = None) -> RunReport:
+    def run(
+        self,
+        *,
+        keep_going: bool = True,
+        progress: bool | None = None,
+        executor: Any = None,
+    ) -> RunReport:
         """Compute and store every state of the tree that is not stored yet, depth-first.
 
         Args:
             keep_going: After a failure, run the rest of the tree (default); False stops at
                 the first failure.
             progress: Show a progress bar (default: when stderr is a terminal).
+            executor: Run independent branches on any ``concurrent.futures``-style executor
+                (``ProcessPoolExecutor``, a ``dask.distributed.Client``, a ``submitit``
+                executor). Workers read parents from and write children to this
+                experiment's directory, which they must be able to reach. Default: compute
+                everything in this process.
 
         Returns:
             A RunReport: computed, cached, failed, skipped, seconds.
@@ -207,7 +217,7 @@ class Experiment:
         plan = runner.plan(self._roots)
         self._prepare_store()
         runner.survey(plan)
-        return runner.run(plan)
+        return runner.run(plan, executor)
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:
         """Compute (or load) one state and what lies on its path; return it fully loaded."""
@@ -266,11 +276,12 @@ class Experiment:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def new_root_state(self, promise: ExperimentStatePromise) -> ExperimentState:
-        """Create and initialise the root state of ``promise`` (used by the runner)."""
-        arguments = promise.arguments or {}
+    def new_root_state(
+        self, sha: str, arguments: dict[str, Any], tags: list[str]
+    ) -> ExperimentState:
+        """Create and initialise a root state (used by the runner)."""
         state = self.state_class()
-        state._adopt(self, promise.sha(), None, list(promise.tags), None)
+        state._adopt(self, sha, None, list(tags), None)
         for name in self.state_class.PROPERTIES:
             setattr(state, name, arguments[name])
         for name in self.state_class.NONHASHED_ATTRIBUTES:
@@ -349,16 +360,17 @@ class Experiment:
             try:
                 state_class = import_class(stored_path)
             except (ImportError, AttributeError, ValueError, TypeError) as error:
-                raise NotAnExperimentError(
-                    f"The state class of `{directory}`, `{stored_path}`, cannot be imported "
-                    f"({error}). Pass it: Experiment.restore(directory, state_class=...).",
-                    directory=str(directory),
-                ) from None
+                # A class defined in a script or notebook (__main__) cannot be imported here.
+                # Slim states need nothing of it, and each payload carries the class by
+                # value, so a fully loaded state gets its real class back.
+                logger.debug("state class %s not importable (%s)", stored_path, error)
+                state_class = ExperimentState
         experiment = cls(
             directory, state_class, durability=durability, blob_threshold=blob_threshold
         )
         experiment.store = store
-        experiment._check_state_class(meta)
+        if state_class is not ExperimentState or stored_path.endswith(":ExperimentState"):
+            experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.get("experiment_arguments")
         experiment.graph = StaticExperimentTree.from_store(experiment, store.slim_entries())
         if len(experiment.graph.roots) == 1:

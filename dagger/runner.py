@@ -10,7 +10,16 @@ walks the plan depth-first:
   itself, earlier ones get a deep copy, so memory holds the states of one root-to-leaf path;
 * a recipe that raises is recorded as a failure (error and traceback), its subtree is skipped,
   and the rest of the tree still runs; :class:`~dagger.errors.RunError` lists the failures;
-* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store.
+* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
+* a per-state lock keeps two processes from computing one state: the second waits, then
+  finds the record and uses it.
+
+With an executor (``run(executor=...)``), the plan is cut into *segments*: chains of states
+that must be computed one after the other, ending where the tree branches. Each segment is a
+task: a worker loads the segment's parent from the store, computes the chain, stores it and
+returns what it did; when a segment is done, the coordinator dispatches the segments below it.
+Any ``concurrent.futures``-style executor works: a process pool, a ``dask.distributed``
+client, a ``submitit`` executor.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import logging
+import queue
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,14 +40,15 @@ from .errors import DaggerError, ExperimentDefinitionError, RecipeResultError, R
 from .hashing import call_method
 from .state import ExperimentState, class_path
 from .store import CorruptStateError
+from .store.blobs import dumps_payload, loads_payload
 from .store.records import FORMAT_VERSION, jsonable
 
 if TYPE_CHECKING:
     from .experiment import Experiment
     from .promise import ExperimentStatePromise
-    from .recipe import Function, Recipe
+    from .recipe import Function, Recipe, RecipeInfo
 
-__all__ = ["Failure", "RunReport", "Runner"]
+__all__ = ["Failure", "RunReport", "Runner", "run_task"]
 
 logger = logging.getLogger("dagger")
 
@@ -93,26 +105,43 @@ class _Node:
     """One distinct state of the plan."""
 
     __slots__ = (
+        "arguments",
         "children",
         "consumers",
+        "function_codes",
         "functions",
+        "info",
+        "is_root",
         "keep",
         "new_tags",
         "parent",
         "pending",
-        "promise",
+        "recipe",
         "sha",
         "stored",
         "tags",
         "work",
     )
 
-    def __init__(self, sha: str, parent: _Node | None, promise: ExperimentStatePromise) -> None:
+    def __init__(
+        self,
+        sha: str,
+        parent: _Node | None,
+        recipe: Recipe | None = None,
+        info: RecipeInfo | None = None,
+        *,
+        is_root: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
         self.sha = sha
         self.parent = parent
-        self.promise = promise
+        self.recipe = recipe
+        self.info = info
+        self.is_root = is_root
+        self.arguments = arguments
         self.tags: list[str] = []
         self.functions: dict[str, Function] = {}
+        self.function_codes: dict[str, str] = {}
         self.children: list[_Node] = []
         self.stored = False
         self.pending: list[Function] = []
@@ -121,12 +150,19 @@ class _Node:
         self.consumers = 0
         self.keep = False
 
-    @property
-    def recipe(self) -> Recipe | None:
-        return self.promise.recipe
+    @classmethod
+    def of(cls, promise: ExperimentStatePromise, sha: str, parent: _Node | None) -> _Node:
+        return cls(
+            sha,
+            parent,
+            promise.recipe,
+            promise.recipe_info(),
+            is_root=promise.is_root,
+            arguments=promise.arguments,
+        )
 
     def describe(self) -> str:
-        if self.promise.is_root:
+        if self.is_root:
             return "root"
         if self.recipe is None:
             return "stored state"
@@ -215,15 +251,16 @@ class Runner:
             sha = promise.sha()
             node = nodes.get(sha)
             if node is None:
-                node = nodes[sha] = _Node(sha, parent, promise)
+                node = nodes[sha] = _Node.of(promise, sha, parent)
                 (parent.children if parent else plan_roots).append(node)
             for tag in promise.tags:
                 if tag not in node.tags:
                     node.tags.append(tag)
             if path is None:
                 for function in promise.functions:
-                    known = node.functions.get(function.name)
-                    if known is not None and known.code_identity() != function.code_identity():
+                    code = function.code_identity()
+                    known = node.function_codes.get(function.name)
+                    if known is not None and known != code:
                         raise ExperimentDefinitionError(
                             f"Two different Functions named `{function.name}` were applied to "
                             f"state {sha[:12]}. Give them distinct names with "
@@ -231,6 +268,7 @@ class Runner:
                             name=function.name,
                         )
                     node.functions[function.name] = function
+                    node.function_codes[function.name] = code
             for child in reversed(promise.children):
                 if path is None or id(child) in path:
                     stack.append((child, node))
@@ -289,14 +327,18 @@ class Runner:
                 not node.stored
                 or known is None
                 or "error" in known
-                or known.get("code") != function.code_identity()
+                or known.get("code") != node.function_codes[name]
             ):
                 node.pending.append(function)
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self, roots: list[_Node]) -> RunReport:
-        """Execute a surveyed plan. Raises RunError at the end if anything failed."""
+    def run(self, roots: list[_Node], executor: Any = None) -> RunReport:
+        """Execute a surveyed plan, in this process or on ``executor``.
+
+        Raises:
+            RunError: At the end, if anything failed (everything else was stored).
+        """
         started = time.perf_counter()
         total = sum(node.size() for node in roots)
         to_compute = self._count(roots, lambda node: not node.stored)
@@ -304,9 +346,12 @@ class Runner:
         self._open_bar(to_compute + functions)
         try:
             with self.store.batch():
-                for root in roots:
-                    if root.work:
-                        self._walk(root)
+                if executor is None:
+                    for root in roots:
+                        if root.work:
+                            self._walk(root)
+                else:
+                    self._dispatch(roots, executor)
         except _Stop:
             pass
         finally:
@@ -338,8 +383,8 @@ class Runner:
                 stack.extend(node.children)
         return count
 
-    def _walk(self, root: _Node) -> None:
-        stack: list[tuple[_Node, _Held | None, bool]] = [(root, None, False)]
+    def _walk(self, root: _Node, parent_held: _Held | None = None) -> None:
+        stack: list[tuple[_Node, _Held | None, bool]] = [(root, parent_held, False)]
         while stack:
             node, parent_held, leaving = stack.pop()
             if leaving:
@@ -361,7 +406,7 @@ class Runner:
             except _Failed as failed:
                 self._fail(node, failed)
                 return None
-        elif node.new_tags:
+        if node.stored and node.new_tags and not node.pending:
             self.store.update_notes(node.sha, tags=node.new_tags)
         held = _Held(self, node, state)
         self.held[node.sha] = held
@@ -400,16 +445,32 @@ class Runner:
         if node.parent is not None and parent_held is None:
             parent_held = _Held(self, node.parent, None)
             parent_held.consumers = 1
-        return self._compute(node, parent_held)
+        state = self._compute(node, parent_held)
+        return state if state is not None else self.materialize(node)
 
-    def _compute(self, node: _Node, parent_held: _Held | None) -> ExperimentState:
-        promise = node.promise
+    def _compute(self, node: _Node, parent_held: _Held | None) -> ExperimentState | None:
+        """Compute and store one state, under its lock.
+
+        Returns:
+            The state, or None if another process stored it meanwhile (it is then marked
+            stored, and loaded only if something needs it).
+        """
+        with self.store.lock(node.sha):
+            if self.store.has_record(node.sha):
+                # Another process stored it meanwhile: use its record, add this run's tags.
+                node.stored = True
+                node.new_tags = list(node.tags)
+                return None
+            return self._compute_unlocked(node, parent_held)
+
+    def _compute_unlocked(self, node: _Node, parent_held: _Held | None) -> ExperimentState:
         experiment = self.experiment
         started = time.perf_counter()
+        parent_sha = node.parent.sha if node.parent else None
         try:
-            if promise.is_root:
-                state = experiment.new_root_state(promise)
-            elif promise.recipe is None:
+            if node.is_root:
+                state = experiment.new_root_state(node.sha, node.arguments or {}, node.tags)
+            elif node.recipe is None:
                 raise DaggerError(
                     f"State {node.sha[:12]} is not in the store any more and this Experiment "
                     "does not know the recipe that made it. Run the script that built it "
@@ -417,21 +478,19 @@ class Runner:
                 )
             else:
                 assert parent_held is not None
-                parent_sha = node.parent.sha if node.parent else None
-                info = promise.recipe_info()
                 parent_state = parent_held.take()
-                parent_state._adopt(experiment, node.sha, parent_sha, node.tags, info)
-                state = call_method(promise.recipe, "run", parent_state)
+                parent_state._adopt(experiment, node.sha, parent_sha, node.tags, node.info)
+                state = call_method(node.recipe, "run", parent_state)
                 if not isinstance(state, ExperimentState):
                     raise RecipeResultError(
-                        f"Recipe `{type(promise.recipe).__name__}.run` returned a "
+                        f"Recipe `{type(node.recipe).__name__}.run` returned a "
                         f"`{type(state).__name__}`; it must return an ExperimentState (the "
                         "state it was given, modified, or a new one). Add `return state` at "
                         "the end of run().",
-                        recipe=type(promise.recipe).__name__,
+                        recipe=type(node.recipe).__name__,
                         value_type=type(state).__name__,
                     )
-                state._adopt(experiment, node.sha, parent_sha, node.tags, info)
+                state._adopt(experiment, node.sha, parent_sha, node.tags, node.info)
             seconds = time.perf_counter() - started
             for hook in list(state.save_pre_hooks):
                 hook()
@@ -464,7 +523,6 @@ class Runner:
 
     def _record(self, node: _Node, state: ExperimentState, seconds: float) -> dict[str, Any]:
         """The slim record of a freshly computed state (its payload is added by the store)."""
-        promise = node.promise
         record = self._record_base(node)
         record.update(
             status="done",
@@ -473,8 +531,8 @@ class Runner:
             properties={name: jsonable(getattr(state, name, None)) for name in state.PROPERTIES},
             dagger_version=__version__,
         )
-        if promise.is_root:
-            record["arguments"] = jsonable(promise.arguments)
+        if node.is_root:
+            record["arguments"] = jsonable(node.arguments)
         return record
 
     def _record_base(self, node: _Node) -> dict[str, Any]:
@@ -482,8 +540,8 @@ class Runner:
             "format": FORMAT_VERSION,
             "id": node.sha,
             "parent": node.parent.sha if node.parent else None,
-            "root": node.promise.is_root,
-            "recipe": info.to_record() if (info := node.promise.recipe_info()) else None,
+            "root": node.is_root,
+            "recipe": node.info.to_record() if node.info else None,
             "tags": list(node.tags),
             "created": _now(),
         }
@@ -499,6 +557,123 @@ class Runner:
             },
         }
 
+    # -- executors -----------------------------------------------------------------------------
+
+    def _dispatch(self, roots: list[_Node], executor: Any) -> None:
+        """Run the plan as segment tasks on ``executor``; dispatch below each finished one."""
+        done: queue.Queue[tuple[int, Any, BaseException | None]] = queue.Queue()
+        inflight: dict[int, tuple[list[_Node], Any]] = {}
+        counter = iter(range(1 << 62))
+
+        def expand(node: _Node) -> None:
+            if node.stored and not node.pending:
+                # Nothing to compute here: only tags to add; go on below.
+                if node.new_tags:
+                    self.store.update_notes(node.sha, tags=node.new_tags)
+                for child in node.children:
+                    if child.work:
+                        expand(child)
+                return
+            segment = _segment(node)
+            token = next(counter)
+            handle = executor.submit(run_task, self._task(segment))
+            inflight[token] = (segment, handle)
+            threading.Thread(target=_await, args=(token, handle, done), daemon=True).start()
+
+        stopping = False
+        try:
+            for root in roots:
+                if root.work:
+                    expand(root)
+            while inflight:
+                token, outcome, error = done.get()
+                segment, _ = inflight.pop(token)
+                last_ok = self._merge(segment, outcome, error)
+                if self.report.failures and not self.keep_going:
+                    stopping = True
+                if last_ok and not stopping:
+                    for child in segment[-1].children:
+                        if child.work:
+                            expand(child)
+        except BaseException:
+            for _, handle in inflight.values():
+                cancel = getattr(handle, "cancel", None)
+                if callable(cancel):
+                    cancel()
+            raise
+
+    def _task(self, segment: list[_Node]) -> bytes:
+        """The bytes a worker needs to compute a segment (classes of __main__ by value)."""
+        first = segment[0]
+        store = self.store
+        spec = {
+            "directory": str(store.directory),
+            "durability": store.durability,
+            "blob_threshold": store.blobs.threshold,
+            "state_class": self.experiment.state_class,
+            "keep_going": self.keep_going,
+            "failed_before": sorted(sha for sha in self.failed_before if sha in _shas(segment)),
+            "parent": first.parent.sha if first.parent else None,
+            "nodes": [
+                {
+                    "sha": node.sha,
+                    "recipe": node.recipe,
+                    "info": node.info,
+                    "is_root": node.is_root,
+                    "arguments": node.arguments,
+                    "tags": node.tags,
+                    "functions": node.functions,
+                    "function_codes": node.function_codes,
+                    "pending": [function.name for function in node.pending],
+                    "new_tags": node.new_tags,
+                    "stored": node.stored,
+                    "subtree": node.size(),
+                }
+                for node in segment
+            ],
+        }
+        data, _, _ = dumps_payload(spec, None)
+        return data
+
+    def _merge(self, segment: list[_Node], outcome: Any, error: BaseException | None) -> bool:
+        """Fold a finished task into the report; True if its last state is stored."""
+        if error is not None:
+            # The worker itself failed (killed, out of memory, lost): what it stored stays;
+            # the failure belongs to the first state of the segment it did not store.
+            for node in segment:
+                if node.stored or not self.store.has_record(node.sha):
+                    if not node.stored:
+                        break
+                    continue
+                node.stored = True
+                self.report.computed += 1
+                self.report.computed_ids.append(node.sha)
+            else:
+                return True
+            failure = Failure(
+                state_id=node.sha,
+                recipe=node.describe(),
+                error_type=type(error).__name__,
+                message=f"the worker computing this branch failed: {error}",
+                traceback="".join(traceback.format_exception(error)),
+            )
+            self.report.failures.append(failure)
+            self.report.failed += 1
+            self.report.skipped += node.size() - 1
+            if self._bar is not None:
+                self._bar.update(1)
+            return False
+        report = outcome
+        self.report.computed += len(report["computed"])
+        self.report.computed_ids.extend(report["computed"])
+        self.report.failed += report["failed"]
+        self.report.skipped += report["skipped"]
+        self.report.functions += report["functions"]
+        self.report.failures.extend(report["failures"])
+        if self._bar is not None:
+            self._bar.update(len(report["computed"]) + report["failed"] + report["functions"])
+        return bool(report["last_ok"])
+
     # -- functions -----------------------------------------------------------------------------
 
     def _run_functions(self, node: _Node, held: _Held) -> None:
@@ -510,7 +685,9 @@ class Runner:
         results: dict[str, Any] = {}
         for function in node.pending:
             started = time.perf_counter()
-            entry: dict[str, Any] = {"code": function.code_identity()}
+            # The identity computed where the tree was defined: a worker that received the
+            # function by value may not see its source.
+            entry: dict[str, Any] = {"code": node.function_codes[function.name]}
             try:
                 value = function.op(state)
                 entry.update(self.store.result_entry(node.sha, function.name, value))
@@ -567,3 +744,96 @@ class _Failed(Exception):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _segment(start: _Node) -> list[_Node]:
+    """The chain from ``start`` down to the first state where the work branches (or ends)."""
+    segment = [start]
+    while True:
+        working = [child for child in segment[-1].children if child.work]
+        if len(working) != 1:
+            return segment
+        segment.append(working[0])
+
+
+def _shas(nodes: list[_Node]) -> set[str]:
+    return {node.sha for node in nodes}
+
+
+def _await(
+    token: int, handle: Any, done: queue.Queue[tuple[int, Any, BaseException | None]]
+) -> None:
+    """Wait for a task in a thread (futures of every kind have a blocking ``result()``)."""
+    try:
+        done.put((token, handle.result(), None))
+    except BaseException as error:
+        done.put((token, None, error))
+
+
+def run_task(spec_bytes: bytes) -> dict[str, Any]:
+    """Worker entry point: compute one segment into the store; return what happened.
+
+    Runs in the worker process (a pool process, a dask worker, a Slurm job). The segment's
+    parent is loaded from the store; each state is computed under its lock, so a state that
+    another process is computing is waited for, then used.
+    """
+    from .experiment import Experiment
+
+    spec = loads_payload(spec_bytes)
+    experiment = Experiment(
+        spec["directory"],
+        spec["state_class"],
+        durability=spec["durability"],
+        blob_threshold=spec["blob_threshold"],
+    )
+    runner = Runner(experiment, keep_going=spec["keep_going"], progress=False)
+    runner.failed_before = set(spec["failed_before"])
+    parent = _Node(spec["parent"], None) if spec["parent"] else None
+    if parent is not None:
+        parent.stored = True
+    nodes: list[_Node] = []
+    for item in spec["nodes"]:
+        node = _Node(
+            item["sha"],
+            nodes[-1] if nodes else parent,
+            item["recipe"],
+            item["info"],
+            is_root=item["is_root"],
+            arguments=item["arguments"],
+        )
+        node.tags = list(item["tags"])
+        node.functions = dict(item["functions"])
+        node.function_codes = dict(item["function_codes"])
+        node.pending = [node.functions[name] for name in item["pending"]]
+        node.new_tags = list(item["new_tags"])
+        node.stored = item["stored"]
+        node.work = True
+        if nodes:
+            nodes[-1].children.append(node)
+        nodes.append(node)
+    for node in nodes:
+        node.consumers = sum(1 for child in node.children if not child.stored)
+    held = None
+    if parent is not None:
+        held = _Held(runner, parent, None)
+        held.consumers = 1
+    try:
+        runner._walk(nodes[0], held)
+    except _Stop:
+        pass
+    failed_shas = {failure.state_id for failure in runner.report.failures if not failure.function}
+    # States below the segment were not part of this task: count them as skipped if the
+    # failure cut them off.
+    below = spec["nodes"][-1]["subtree"] - 1
+    last_ok = not failed_shas.intersection(_shas(nodes)) and (
+        nodes[-1].stored or nodes[-1].sha in runner.saved
+    )
+    skipped = runner.report.skipped + (0 if last_ok else below)
+    return {
+        "computed": runner.report.computed_ids,
+        "failed": runner.report.failed,
+        "skipped": skipped,
+        "functions": runner.report.functions,
+        "failures": runner.report.failures,
+        "last_ok": last_ok,
+    }

@@ -191,6 +191,10 @@ class ExperimentState:
         if loaded is None:
             return False
         keep = {name: value for name, value in self.__dict__.items() if name in BOOKKEEPING}
+        if type(loaded) is not type(self) and isinstance(loaded, type(self)):
+            # Restored without its class (defined in a script or notebook): the payload
+            # brought the class by value, so the state gets its methods back.
+            self.__class__ = type(loaded)
         self.__dict__.update(loaded.__dict__)
         self.__dict__.update(keep)
         self.slim_loaded = False

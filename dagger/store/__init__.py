@@ -30,7 +30,7 @@ from ..errors import SerializationError, StoreError
 from . import records as rec
 from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs, dumps_payload, loads_payload
 from .files import fsync_dir, hash_file, publish, write_temp
-from .locks import state_lock
+from .locks import locks_trustworthy, state_lock
 
 __all__ = ["CorruptStateError", "DirectoryStore", "Results", "SlimEntry"]
 
@@ -99,6 +99,7 @@ class DirectoryStore:
             self.blobs_dir, durable=self.durable, threshold=blob_threshold, use_mmap=use_mmap
         )
         self._records: dict[str, dict[str, Any]] = {}
+        self._locking: bool | None = None
         self.changed = False
 
     def __repr__(self) -> str:
@@ -126,18 +127,20 @@ class DirectoryStore:
                 f"`{self.directory}` is a file, not a folder; pass a folder for the experiment.",
                 directory=str(self.directory),
             )
-        if self.exists():
-            stored = self.read_meta()
-            roots = list(stored.get("roots", []))
-            new_roots = [root for root in meta["roots"] if root not in roots]
-            if not new_roots:
-                return stored
-            merged = {**stored, "roots": roots + new_roots, "updated": meta["created"]}
-        else:
-            merged = dict(meta)
-        for folder in (self.directory, self.states_dir, self.blobs_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        rec.write_json(self.meta_path, merged, durable=self.durable)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.lock("experiment"):  # concurrent runs must not drop each other's roots
+            if self.exists():
+                stored = self.read_meta()
+                roots = list(stored.get("roots", []))
+                new_roots = [root for root in meta["roots"] if root not in roots]
+                if not new_roots:
+                    return stored
+                merged = {**stored, "roots": roots + new_roots, "updated": meta["created"]}
+            else:
+                merged = dict(meta)
+            for folder in (self.states_dir, self.blobs_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            rec.write_json(self.meta_path, merged, durable=self.durable)
         return merged
 
     # -- listing and records -------------------------------------------------------------------
@@ -393,8 +396,18 @@ class DirectoryStore:
     def results_view(self, state_id: str, notes: dict[str, Any]) -> Results:
         return Results(self, notes.get("results", {}))
 
-    def lock(self, state_id: str) -> contextlib.AbstractContextManager[Any]:
-        return state_lock(self.directory / "locks", state_id)
+    def lock(self, name: str) -> contextlib.AbstractContextManager[Any]:
+        """The inter-process lock of a state (or of ``"experiment"``, for experiment.json).
+
+        A no-op where file locks cannot be trusted (network filesystems; warned once).
+        """
+        if self._locking is None:
+            self._locking = locks_trustworthy(self.directory)
+        return state_lock(self.directory / "locks", name, enabled=self._locking)
+
+    def has_record(self, state_id: str) -> bool:
+        """Whether a record exists now (another process may have just written it)."""
+        return os.path.exists(self.states_dir / rec.record_name(state_id))
 
     # -- bulk reads for restore ----------------------------------------------------------------
 
