@@ -2,9 +2,12 @@
 
 from ._version import __version__
 from .errors import (
+    ColumnNotFoundError,
     DaggerError,
     ExperimentDefinitionError,
     FormatVersionError,
+    GraphvizNotFoundError,
+    GraphvizNotInstalledError,
     HashingError,
     MissingPropertyError,
     NotAnExperimentError,
@@ -14,6 +17,7 @@ from .errors import (
     StateClassMismatchError,
     StateNotFoundError,
     StoreError,
+    UnknownFormatError,
 )
 from .experiment import Experiment
 from .promise import ExperimentStatePromise
@@ -24,6 +28,7 @@ from .store.maintenance import gc, verify
 from .tree import NodeSet, StaticExperimentTree
 
 __all__ = [
+    "ColumnNotFoundError",
     "DaggerError",
     "Experiment",
     "ExperimentDefinitionError",
@@ -32,6 +37,8 @@ __all__ = [
     "Failure",
     "FormatVersionError",
     "Function",
+    "GraphvizNotFoundError",
+    "GraphvizNotInstalledError",
     "HashingError",
     "MissingPropertyError",
     "NodeSet",
@@ -45,6 +52,7 @@ __all__ = [
     "StateNotFoundError",
     "StaticExperimentTree",
     "StoreError",
+    "UnknownFormatError",
     "__version__",
     "function",
     "gc",

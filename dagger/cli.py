@@ -1,22 +1,50 @@
 """The ``dagger`` command line: inspect and maintain stored experiments.
 
-    dagger verify DIR            check every record, payload and blob against its checksum
-    dagger gc DIR [--dry-run]    remove blobs and files that nothing refers to
+    dagger show DIR [--depth N]                  the tree, one line per state, indented
+    dagger ls DIR [--tag PATTERN] [--format table|json|csv]
+                                                 one row per state: ids, recipe, parameters,
+                                                 tags, status, timings, results
+    dagger draw DIR [-o FILE]                    draw the tree to FILE (.png, .svg or .pdf)
+    dagger verify DIR                            check every record, payload and blob against
+                                                 its checksum
+    dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
 
-Also runs as ``python -m dagger``. A folder that is not an experiment gets a one-line error
-and exit status 2; problems found by ``verify`` give exit status 1.
+Also runs as ``python -m dagger``. Showing, listing and drawing read the records only (no
+payload is loaded), and work where the experiment's state class cannot be imported.
+
+Exit status: 0 on success; 1 when ``verify`` finds problems or ``ls --tag`` matches nothing;
+2 with a one-line error for a folder that is not an experiment or another dagger error.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import fnmatch
+import json
+import math
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import DaggerError
+from .errors import DaggerError, NotAnExperimentError
 from .store.maintenance import DEFAULT_MIN_AGE, gc, verify
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    import pandas
+
+    from .experiment import Experiment
+    from .state import ExperimentState
+    from .tree import NodeSet, StaticExperimentTree
+
+__all__ = ["build_parser", "main"]
+
+LIST_FORMATS = ("table", "json", "csv")
+# Full ids are 64 hex digits; a table shows enough of them to pass to tree.node(prefix).
+TABLE_ID_WIDTH = 12
+TABLE_CELL_WIDTH = 40
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -31,11 +59,267 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- restoring -------------------------------------------------------------------------------------
+
+
+def _restore(directory: str) -> Experiment:
+    """Restore the experiment in ``directory``, slim.
+
+    Raises:
+        NotAnExperimentError: The folder holds no experiment.
+    """
+    from .experiment import Experiment
+
+    try:
+        return Experiment.restore(directory)
+    except NotAnExperimentError:
+        stand_in = _stand_in_state_class(directory)
+        if stand_in is None:
+            raise
+        return Experiment.restore(directory, state_class=stand_in)
+
+
+def _tree(directory: str) -> StaticExperimentTree:
+    """The stored tree of the experiment in ``directory``, slim."""
+    tree = _restore(directory).graph
+    if tree is None:  # restore() always builds one; this keeps the type checker informed
+        raise NotAnExperimentError(f"`{directory}` holds no experiment tree.", directory=directory)
+    return tree
+
+
+def _stand_in_state_class(directory: str) -> type[ExperimentState] | None:
+    """A placeholder for a stored state class that cannot be imported here, or None.
+
+    Showing a tree reads records only, never a payload, so the user's code need not be
+    importable (``dagger show`` run from another folder or environment). None when the
+    folder is not an experiment or the class imports fine (the error was something else).
+    """
+    from .state import ExperimentState, import_class
+    from .store import DirectoryStore
+
+    try:
+        stored_path = str(DirectoryStore(Path(directory).absolute()).read_meta()["state_class"])
+    except (DaggerError, KeyError, TypeError):
+        return None
+    module, _, qualname = stored_path.partition(":")
+    if not qualname:
+        return None
+    try:
+        import_class(stored_path)
+    except Exception:  # whatever importing the user's module raises, it cannot be used here
+        return type(
+            qualname.rsplit(".", 1)[-1],
+            (ExperimentState,),
+            {"__module__": module, "__qualname__": qualname},
+        )
+    return None
+
+
+# -- show ------------------------------------------------------------------------------------------
+
+
+def _can_print(stream: TextIO, text: str) -> bool:
+    try:
+        text.encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .render import to_text
+
+    tree = _tree(args.directory)
+    # Box-drawing characters where the terminal can print them (not on an ASCII-only one).
+    print(to_text(tree, depth=args.depth, unicode=_can_print(sys.stdout, "├─│└")))
+    return 0
+
+
+# -- ls --------------------------------------------------------------------------------------------
+
+
+def _has_tag(node: ExperimentState, pattern: str) -> bool:
+    """Whether NodeSet.filter(pattern) keeps ``node``: a glob, negated by a leading ``!``."""
+    negate = pattern.startswith("!")
+    glob = pattern[1:] if negate else pattern
+    return negate ^ any(fnmatch.fnmatchcase(tag, glob) for tag in node.tags)
+
+
+def _no_match(pattern: str, nodes: NodeSet) -> str:
+    tags = sorted({tag for node in nodes for tag in node.tags})
+    if not tags:
+        return f"no state has a tag matching {pattern!r}: this experiment has no tags."
+    # Every tag, the most similar to the pattern first.
+    wanted = pattern.lstrip("!")
+    nearest = difflib.get_close_matches(wanted, tags, n=len(tags), cutoff=0.0)
+    nearest += [tag for tag in tags if tag not in nearest]
+    return f"no state has a tag matching {pattern!r}; tags here: {', '.join(nearest)}."
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a plain Python value: missing values (NaN, NA) as None, numpy scalars unboxed."""
+    if value is None or isinstance(value, list | dict | str | bool):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        value = item()
+    try:
+        import pandas
+
+        if pandas.isna(value):
+            return None
+    except (TypeError, ValueError):  # array-likes: not a missing scalar
+        pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _records(frame: pandas.DataFrame) -> list[dict[str, Any]]:
+    columns = [str(column) for column in frame.columns]
+    return [
+        {column: _plain(value) for column, value in zip(columns, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+def _table_cell(column: str, value: Any) -> str:
+    from .render import format_value
+
+    if value is None:
+        return ""
+    if column in ("id", "parent") and isinstance(value, str):
+        return value[:TABLE_ID_WIDTH]
+    if column == "tags" and isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, str):
+        return value if len(value) <= TABLE_CELL_WIDTH else value[: TABLE_CELL_WIDTH - 3] + "..."
+    return format_value(value, TABLE_CELL_WIDTH)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Aligned plain text: numbers to the right, everything else to the left."""
+    cells = [[_table_cell(column, row[column]) for column in columns] for row in rows]
+    widths = [
+        max([len(column), *(len(line[index]) for line in cells)])
+        for index, column in enumerate(columns)
+    ]
+    numeric = [
+        any(row[column] is not None for row in rows)
+        and all(
+            isinstance(row[column], int | float) and not isinstance(row[column], bool)
+            for row in rows
+            if row[column] is not None
+        )
+        for column in columns
+    ]
+
+    def join(parts: list[str]) -> str:
+        padded = [
+            part.rjust(width) if right else part.ljust(width)
+            for part, width, right in zip(parts, widths, numeric, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([join(columns), *(join(line) for line in cells)])
+
+
+def _json_cell(value: Any) -> str:
+    # Lists and dicts (tags, list-valued results) as JSON, so that a CSV reader can parse them.
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _ls(args: argparse.Namespace) -> int:
+    nodes = _tree(args.directory).nodes
+    if args.tag is not None:
+        # Checked here first, so that an empty selection gets this command's one-line message
+        # (and exit status 1) rather than NodeSet.filter's logged hint as well.
+        if not any(_has_tag(node, args.tag) for node in nodes):
+            print(f"dagger ls: {_no_match(args.tag, nodes)}", file=sys.stderr)
+            return 1
+        nodes = nodes.filter(args.tag)
+    # Whole-number columns that pandas made float because some rows lack them read as ints.
+    frame = nodes.to_dataframe().convert_dtypes()
+    if args.format == "csv":
+        frame = frame.apply(lambda column: column.map(_json_cell))
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    rows = _records(frame)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no states")
+        return 0
+    print(_table(rows, [str(column) for column in frame.columns]))
+    return 0
+
+
+# -- draw ------------------------------------------------------------------------------------------
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from .render import DRAW_FORMATS, draw
+
+    output = Path(args.output)
+    suffix = output.suffix.lower().lstrip(".")
+    # No suffix means PNG; a suffix that is not a format fails before the tree is read.
+    file_format = suffix if suffix in DRAW_FORMATS else "png"
+    if suffix and suffix not in DRAW_FORMATS:
+        print(
+            f"dagger draw: cannot write {output.name!r}: the file name must end in "
+            + ", ".join(f".{name}" for name in DRAW_FORMATS)
+            + " (or have no suffix, for png).",
+            file=sys.stderr,
+        )
+        return 2
+    tree = _tree(args.directory)
+    print(draw(tree, output, format=file_format))
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dagger", description="Inspect and maintain dagger experiment folders."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    show = commands.add_parser("show", help="print the tree, one line per state")
+    show.add_argument("directory", metavar="DIR")
+    show.add_argument(
+        "--depth",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="show states at most N steps below the root",
+    )
+    show.set_defaults(handler=_show)
+
+    listing = commands.add_parser("ls", help="list the states as a table, JSON or CSV")
+    listing.add_argument("directory", metavar="DIR")
+    listing.add_argument(
+        "--tag",
+        metavar="PATTERN",
+        help="only states with a tag matching this glob (a leading ! negates it)",
+    )
+    listing.add_argument(
+        "--format", choices=LIST_FORMATS, default="table", help="output format (default table)"
+    )
+    listing.set_defaults(handler=_ls)
+
+    drawing = commands.add_parser("draw", help="draw the tree to a PNG, SVG or PDF file")
+    drawing.add_argument("directory", metavar="DIR")
+    drawing.add_argument(
+        "-o",
+        "--output",
+        default="graph.png",
+        metavar="FILE",
+        help="the file to write; its suffix (.png, .svg, .pdf) sets the format (default graph.png)",
+    )
+    drawing.set_defaults(handler=_draw)
 
     check = commands.add_parser(
         "verify", help="check every record, payload and blob against its checksum"
@@ -57,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagger`` console script; returns the exit status."""
     parser = build_parser()
@@ -68,6 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (``dagger ls DIR | head``): not an error. Point stdout at devnull so
+        # that Python's flush at exit does not complain a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ dagger::
     │   ├── FormatVersionError(StoreError)             written by a newer dagger
     │   └── StateClassMismatchError(StoreError)        the stored state class differs
     ├── StateNotFoundError(DaggerError, KeyError)      an id or prefix matches no stored state
+    ├── ColumnNotFoundError(DaggerError, KeyError)     a parameter, property or result name
+    │                                                  that no state has
+    ├── GraphvizNotInstalledError(DaggerError, ImportError)
+    │                                                  drawing without the graphviz package
+    ├── GraphvizNotFoundError(DaggerError, RuntimeError)
+    │                                                  drawing without Graphviz's `dot`
+    ├── UnknownFormatError(DaggerError, ValueError)    draw() asked for another file format
     └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
 
 Errors carry the offending values as attributes and pickle cleanly, because they cross process
@@ -28,9 +35,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ColumnNotFoundError",
     "DaggerError",
     "ExperimentDefinitionError",
     "FormatVersionError",
+    "GraphvizNotFoundError",
+    "GraphvizNotInstalledError",
     "HashingError",
     "MissingPropertyError",
     "NotAnExperimentError",
@@ -40,6 +50,7 @@ __all__ = [
     "StateClassMismatchError",
     "StateNotFoundError",
     "StoreError",
+    "UnknownFormatError",
 ]
 
 
@@ -110,6 +121,22 @@ class StateClassMismatchError(StoreError):
 
 class StateNotFoundError(DaggerError, KeyError):
     """No stored state matches the id or prefix asked for."""
+
+
+class ColumnNotFoundError(DaggerError, KeyError):
+    """A query names a parameter, property or result that no state has."""
+
+
+class GraphvizNotInstalledError(DaggerError, ImportError):
+    """The ``graphviz`` Python package, needed to build a drawing, is not installed."""
+
+
+class GraphvizNotFoundError(DaggerError, RuntimeError):
+    """Graphviz's ``dot`` program, needed to lay out and write an image, is not on PATH."""
+
+
+class UnknownFormatError(DaggerError, ValueError):
+    """``draw()`` was asked for a file format it does not write."""
 
 
 class RunError(DaggerError, RuntimeError):

@@ -213,6 +213,13 @@ class ExperimentState:
     def lazy_load(self) -> Iterator[ExperimentState]:
         """Fully load the state for the duration of the block, then deflate it again."""
         was_slim = self.slim_loaded
+        if self.status == "failed":
+            error = (self.record or {}).get("error", {})
+            raise LookupError(
+                f"State {self._sha and self._sha[:12]} failed ({error.get('type')}: "
+                f"{error.get('message')}); it has no stored content. Fix the recipe and run "
+                "again."
+            )
         if not self.restore():
             raise LookupError(
                 f"State {self._sha and self._sha[:12]} could not be loaded (see the warning "

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import StateNotFoundError
+from .errors import ColumnNotFoundError, StateNotFoundError
 from .state import ExperimentState
 from .store import Results
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    import graphviz
     import pandas
 
     from .experiment import Experiment
     from .store import SlimEntry
 
-__all__ = ["NodeSet", "StaticExperimentTree"]
+__all__ = ["Lineage", "LineageDiff", "NodeSet", "StaticExperimentTree"]
 
 _MISSING = object()
+
+logger = logging.getLogger("dagger")
 
 
 class NodeSet(list[ExperimentState]):
@@ -46,6 +56,14 @@ class NodeSet(list[ExperimentState]):
         negate = pattern.startswith("!")
         if negate:
             pattern = pattern[1:]
+        tags = {tag for node in self for tag in node.tags}
+        if self and not any(fnmatch.fnmatchcase(tag, pattern) for tag in tags):
+            logger.warning(
+                "No state here has a tag matching %r%s. Tags: %s.",
+                pattern,
+                _suggest(pattern, tags),
+                ", ".join(sorted(tags)) or "none",
+            )
         return NodeSet(
             node
             for node in self
@@ -65,7 +83,7 @@ class NodeSet(list[ExperimentState]):
                 known.update(node.recipe.params)
         unknown = [name for name in conditions if name not in known]
         if unknown and self:
-            raise StateNotFoundError(
+            raise ColumnNotFoundError(
                 f"No state here has a parameter or property named {unknown[0]!r}"
                 + _suggest(unknown[0], known)
                 + f". Known: {', '.join(sorted(known)) or 'none'}.",
@@ -105,17 +123,48 @@ class NodeSet(list[ExperimentState]):
     def sort_by(
         self, *keys: str | Callable[[ExperimentState], Any], reverse: bool = False
     ) -> NodeSet:
-        """Sorted by parameters, properties, results or ``depth``/``seconds``/``created``,
-        or by functions of the state. Missing values sort last."""
+        """Sorted by parameters, properties, results (``result.acc`` or ``acc``, dotted into
+        dict results), ``depth``/``seconds``/``created``/``status``, or functions of the
+        state. Missing values sort last, also with ``reverse=True``."""
 
-        def key(node: ExperimentState) -> tuple[Any, ...]:
-            parts = []
-            for item in keys:
-                value = item(node) if callable(item) else _column(node, item)
-                parts.append((value is _MISSING or value is None, _sortable(value)))
-            return tuple(parts)
+        def values(node: ExperimentState) -> list[Any]:
+            return [item(node) if callable(item) else _column(node, item) for item in keys]
 
-        return NodeSet(sorted(self, key=key, reverse=reverse))
+        def compare(left: list[Any], right: list[Any]) -> int:
+            for a, b in zip(left, right, strict=True):
+                a_missing, b_missing = a is _MISSING or a is None, b is _MISSING or b is None
+                if a_missing or b_missing:
+                    if a_missing != b_missing:
+                        return 1 if a_missing else -1
+                    continue
+                a_key, b_key = _sortable(a), _sortable(b)
+                if a_key != b_key:
+                    order = -1 if a_key < b_key else 1
+                    return -order if reverse else order
+            return 0
+
+        for item in keys:
+            if (
+                isinstance(item, str)
+                and self
+                and all(_column(node, item) is _MISSING for node in self)
+            ):
+                known = sorted(_known_columns(self))
+                raise ColumnNotFoundError(
+                    f"No state here has a column named {item!r}"
+                    + _suggest(item, known)
+                    + f". Known: {', '.join(known)}.",
+                    name=item,
+                )
+
+        def compare_rows(
+            left: tuple[list[Any], ExperimentState], right: tuple[list[Any], ExperimentState]
+        ) -> int:
+            return compare(left[0], right[0])
+
+        decorated = [(values(node), node) for node in self]
+        decorated.sort(key=functools.cmp_to_key(compare_rows))
+        return NodeSet(node for _, node in decorated)
 
     def __or__(self, other: Iterable[ExperimentState]) -> NodeSet:
         _check_nodeset(other)
@@ -134,10 +183,23 @@ class NodeSet(list[ExperimentState]):
 
     @property
     def iterator(self) -> Iterator[ExperimentState]:
-        """Each state fully loaded in turn, and deflated again before the next one."""
+        """Each state fully loaded in turn, and deflated again before the next one.
+
+        States with no stored content are skipped: failed ones, and ones whose files are
+        missing or corrupt (a warning names each; the next run recomputes them).
+        """
         for node in self:
-            with node.lazy_load():
+            if node.status == "failed":
+                continue
+            try:
+                context = node.lazy_load()
+                context.__enter__()
+            except LookupError:
+                continue
+            try:
                 yield node
+            finally:
+                context.__exit__(None, None, None)
 
     @property
     def ids(self) -> list[str]:
@@ -195,10 +257,29 @@ def _column(node: ExperimentState, name: str) -> Any:
 
 
 def _result_summary(node: ExperimentState, name: str) -> Any:
+    """A recorded result by name; ``name.key.subkey`` reaches into a dict result."""
     results = node.results
-    if isinstance(results, Results):
-        return results.summary(name) if name in results else _MISSING
-    return results.get(name, _MISSING) if isinstance(results, dict) else _MISSING
+    head, *path = name.split(".")
+    if head not in results:
+        return _MISSING
+    value = results.summary(head) if isinstance(results, Results) else results[head]
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
+    known = {"depth", "seconds", "created", "status", "id"}
+    for node in nodes:
+        known.update(node.properties)
+        if node.recipe is not None:
+            known.update(node.recipe.params)
+        for key in _row(node):
+            if key.startswith(("result.", "param.")):
+                known.add(key)
+    return known
 
 
 def _sortable(value: Any) -> Any:
@@ -246,6 +327,76 @@ def _row(node: ExperimentState) -> dict[str, Any]:
 def _suggest(wanted: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(wanted, list(candidates), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+
+
+def _step(state: ExperimentState) -> str:
+    if state.recipe is None:
+        return "root" if state.root_state else f"{(state.sha() or '')[:12]}"
+    return str(state.recipe)
+
+
+class Lineage(NodeSet):
+    """A root-to-state path: a NodeSet whose ``str`` is the chain of recipes."""
+
+    def __str__(self) -> str:
+        return " -> ".join(_step(state) for state in self)
+
+    @property
+    def recipes(self) -> list[Any]:
+        """The recipe of each step (None for the root)."""
+        return [state.recipe for state in self]
+
+
+@dataclass
+class LineageDiff:
+    """How two states' lineages compare.
+
+    Attributes:
+        common: The shared path, root to the last common ancestor.
+        only_a: The steps after it that lead to the first state.
+        only_b: The steps after it that lead to the second state.
+    """
+
+    common: Lineage
+    only_a: Lineage
+    only_b: Lineage
+
+    @property
+    def ancestor(self) -> ExperimentState | None:
+        """The last state both lineages share (None if they share nothing)."""
+        return self.common[-1] if self.common else None
+
+    @property
+    def changes(self) -> list[tuple[Any, Any, dict[str, tuple[Any, Any]]]]:
+        """Step by step after the split: (recipe a, recipe b, {param: (value a, value b)}).
+
+        A step one lineage lacks has None on that side.
+        """
+        rows = []
+        for index in range(max(len(self.only_a), len(self.only_b))):
+            left = self.only_a[index].recipe if index < len(self.only_a) else None
+            right = self.only_b[index].recipe if index < len(self.only_b) else None
+            left_params = left.params if left is not None else {}
+            right_params = right.params if right is not None else {}
+            differing = {
+                name: (left_params.get(name), right_params.get(name))
+                for name in sorted({*left_params, *right_params})
+                if left_params.get(name, _MISSING) != right_params.get(name, _MISSING)
+            }
+            rows.append((left, right, differing))
+        return rows
+
+    def __str__(self) -> str:
+        lines = [f"common: {self.common or '(nothing)'}"]
+        lines.append(f"a:      ... -> {self.only_a}" if self.only_a else "a:      (the ancestor)")
+        lines.append(f"b:      ... -> {self.only_b}" if self.only_b else "b:      (the ancestor)")
+        for index, (left, right, differing) in enumerate(self.changes, start=1):
+            if left is not None and right is not None and left.name == right.name:
+                what = ", ".join(f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items())
+                lines.append(f"step {index}: {left.name} differs in {what or 'code'}")
+            else:
+                lines.append(f"step {index}: {left or '-'} vs {right or '-'}")
+        return "\n".join(lines)
 
 
 class StaticExperimentTree:
@@ -380,6 +531,100 @@ class StaticExperimentTree:
     def nodes_at_distance(self, distance: int) -> NodeSet:
         """States ``distance`` steps below the root (empty if there are none)."""
         return self._ordered(self.toposort.get(distance, ()))
+
+    def _resolve(self, state: ExperimentState | str) -> ExperimentState:
+        if isinstance(state, str):
+            return self.node(state)
+        sha = state.sha()
+        if sha is None or sha not in self.node_map:
+            raise StateNotFoundError(f"{state!r} is not a state of this tree.", sha=sha)
+        return self.node_map[sha]
+
+    def lineage(self, state: ExperimentState | str) -> Lineage:
+        """The path from the root to ``state`` (a state, an id or a unique prefix).
+
+        Each element is a slim state; ``element.recipe`` is the recipe (and its parameters)
+        that produced it. ``str(lineage)`` reads ``root -> Train(lr=0.1) -> Prune(...)``.
+        """
+        path = []
+        cursor: ExperimentState | None = self._resolve(state)
+        while cursor is not None:
+            path.append(cursor)
+            cursor = cursor.parent
+        return Lineage(reversed(path))
+
+    def diff(self, a: ExperimentState | str, b: ExperimentState | str) -> LineageDiff:
+        """Where the lineages of two states part, and what differs after that."""
+        first, second = self.lineage(a), self.lineage(b)
+        shared = 0
+        while shared < min(len(first), len(second)) and first[shared].sha() == second[shared].sha():
+            shared += 1
+        return LineageDiff(
+            common=Lineage(first[:shared]),
+            only_a=Lineage(first[shared:]),
+            only_b=Lineage(second[shared:]),
+        )
+
+    # -- display (drawing lives in dagger/render.py, imported only when asked) ----------------
+
+    def to_graphviz(
+        self,
+        label: Callable[[ExperimentState], str] | None = None,
+        node_args: Mapping[str, Any] | None = None,
+    ) -> graphviz.Digraph:
+        """A Graphviz drawing: one node per state (recipe, parameters, short id, tags,
+        status, results; failed states red), edges parent -> child.
+
+        Args:
+            label: ``label(state) -> str`` used instead of the default label.
+            node_args: Graphviz node attributes applied to every node.
+
+        Raises:
+            GraphvizNotInstalledError: The graphviz package is missing (``pip install
+                "dagger[viz]"``).
+        """
+        from . import render
+
+        return render.to_graphviz(self, label=label, node_args=node_args)
+
+    def to_dot(
+        self,
+        label: Callable[[ExperimentState], str] | None = None,
+        node_args: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The DOT source of :meth:`to_graphviz` (needs no Graphviz program)."""
+        from . import render
+
+        return render.to_dot(self, label=label, node_args=node_args)
+
+    def draw(
+        self,
+        filename: str | os.PathLike[str] = "graph",
+        format: str = "png",
+        label: Callable[[ExperimentState], str] | None = None,
+        node_args: Mapping[str, Any] | None = None,
+        view: bool = False,
+    ) -> Path:
+        """Write the drawing to ``filename.format`` (png, svg or pdf) and return its path.
+
+        Raises:
+            UnknownFormatError: (a ValueError) another format was asked for.
+            GraphvizNotFoundError: Graphviz's ``dot`` program is not installed; the message
+                says how to install it. :meth:`to_dot` works without it.
+        """
+        from . import render
+
+        return render.draw(
+            self, filename, format=format, label=label, node_args=node_args, view=view
+        )
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        # Jupyter shows the tree drawn as SVG, or as text when Graphviz is missing.
+        from . import render
+
+        return render.mimebundle(self)
 
     def __len__(self) -> int:
         return len(self.node_map)
