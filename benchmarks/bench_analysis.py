@@ -20,7 +20,7 @@ from pathlib import Path
 import dagger as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report, run_phase  # noqa: E402
+from common import report, run_phase
 
 
 class Heavy(dg.ExperimentState):
@@ -83,10 +83,7 @@ def main() -> int:
             node = Perturb(step)(node)
             dg.Function(accuracy)(node)
         exp.run(progress=False)
-        records = sum(
-            path.stat().st_size
-            for path in (directory / "states").glob("*.json")
-        )
+        records = sum(path.stat().st_size for path in (directory / "states").glob("*.json"))
         weights = sum(p.stat().st_size for p in (directory / "blobs").rglob("*") if p.is_file())
         result = run_phase(Path(__file__), "--phase", "x", "--directory", str(directory))
         assert result["rows"] == args.states
