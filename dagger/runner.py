@@ -7,7 +7,7 @@ walks the plan depth-first:
 * a node whose whole subtree is stored costs nothing more: no record read, no payload load;
 * a state is loaded or kept in memory only while some descendant must be computed from it or a
   Function must run on it; the last child computed from a parent takes the parent object
-  itself, earlier ones get a deep copy, so memory holds the states of one root-to-leaf path;
+  itself, earlier ones get a copy, so memory holds the states of one root-to-leaf path;
 * a recipe that raises is recorded as a failure (error and traceback), its subtree is skipped,
   and the rest of the tree still runs; :class:`~dagger.errors.RunError` lists the failures;
 * every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
@@ -24,7 +24,6 @@ client, a ``submitit`` executor.
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import logging
 import queue
@@ -40,7 +39,7 @@ from .errors import DaggerError, ExperimentDefinitionError, RecipeResultError, R
 from .hashing import call_method
 from .state import ExperimentState, class_path
 from .store import CorruptStateError
-from .store.blobs import dumps_payload, loads_payload
+from .store.blobs import copy_payload, dumps_payload, loads_payload
 from .store.records import FORMAT_VERSION, jsonable
 
 if TYPE_CHECKING:
@@ -180,9 +179,9 @@ class _Node:
 class _Held:
     """The in-memory state of a node while its children run.
 
-    Children computed from it call :meth:`take`: all but the last get a deep copy, the last
-    gets the object itself. If it was not in memory (the node was stored), it is loaded the
-    first time it is needed.
+    Children computed from it call :meth:`take`: all but the last get a copy (as a save and a
+    load would give), the last gets the object itself. If it was not in memory (the node was
+    stored), it is loaded the first time it is needed.
     """
 
     __slots__ = ("consumers", "node", "runner", "state")
@@ -204,7 +203,7 @@ class _Held:
         if self.consumers <= 0:
             self.state = None
             return state
-        return copy.deepcopy(state)
+        return copy_payload(state)
 
 
 class _Stop(Exception):

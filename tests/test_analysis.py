@@ -120,7 +120,11 @@ def test_lineage_and_diff(exp_dir, study):
     lineage = tree.lineage(study["c"])
     assert lineage.ids == [study["root"], study["a"], study["c"]]
     assert str(lineage) == "root -> Add(amount=1) -> Multiply(factor=3)"
-    assert [r.params if r else None for r in lineage.recipes] == [None, {"amount": 1}, {"factor": 3}]
+    assert [r.params if r else None for r in lineage.recipes] == [
+        None,
+        {"amount": 1},
+        {"factor": 3},
+    ]
     diff = tree.diff(study["b"], study["c"][:10])
     assert diff.ancestor.sha() == study["a"]
     assert diff.common.ids == [study["root"], study["a"]]

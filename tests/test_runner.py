@@ -369,3 +369,36 @@ def test_state_copy_is_deep(exp_dir):
     exp, root = build(exp_dir)
     state = copy.deepcopy(root.get())
     assert state.value == 1
+
+
+def test_siblings_of_a_pruned_model_get_independent_copies(exp_dir):
+    """A pruned module's weight is not a graph leaf, so copy.deepcopy refuses it."""
+    import torch
+    from torch.nn.utils import prune
+
+    class ModelState(dg.ExperimentState):
+        def initialize_state(self, **arguments):
+            torch.manual_seed(0)
+            self.model = torch.nn.Linear(300, 300)
+
+    class Prune(dg.Recipe):
+        def run(self, state):
+            prune.l1_unstructured(state.model, "weight", amount=0.5)
+            return state
+
+    class Mark(dg.Recipe):
+        def __init__(self, value):
+            self.value = value
+
+        def run(self, state):
+            with torch.no_grad():
+                state.model.weight_orig[0, 0] = self.value
+            return state
+
+    exp = dg.Experiment(exp_dir, ModelState)
+    pruned = Prune()(exp.spawn_new_tree())
+    marks = [Mark(value)(pruned) for value in (1.0, 2.0, 3.0)]
+    assert exp.run(progress=False).computed == 5
+    assert [m.get().model.weight_orig[0, 0].item() for m in marks] == [1.0, 2.0, 3.0]
+    original = pruned.get().model.weight_orig[0, 0].item()
+    assert original not in (1.0, 2.0, 3.0)

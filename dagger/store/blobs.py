@@ -311,3 +311,74 @@ def loads_payload(
         BlobError: A blob it needs is missing or corrupt.
     """
     return _PayloadUnpickler(io.BytesIO(data), blobs, map_location).load()
+
+
+# -- copying -----------------------------------------------------------------------------------
+
+
+class _CopyPickler(cloudpickle.Pickler):
+    """Pickles the structure of an object, keeping its large buffers aside by reference."""
+
+    def __init__(self, file: io.BytesIO, buffers: list[Any]) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.buffers = buffers
+        self.keys: dict[int, int] = {}
+        self.torch = sys.modules.get("torch")
+        self.numpy = sys.modules.get("numpy")
+
+    def persistent_id(self, obj: Any) -> Any:
+        torch = self.torch
+        if torch is not None and isinstance(obj, torch.storage.TypedStorage | torch.UntypedStorage):
+            untyped = obj._untyped_storage if isinstance(obj, torch.storage.TypedStorage) else obj
+            if untyped.device.type == "meta":
+                return None
+            index = self.keys.get(untyped._cdata)
+            if index is None:
+                index = self.keys[untyped._cdata] = len(self.buffers)
+                self.buffers.append(untyped)
+            dtype = obj.dtype if isinstance(obj, torch.storage.TypedStorage) else None
+            return ("storage", index, dtype)
+        numpy = self.numpy
+        if numpy is not None and type(obj) is numpy.ndarray and not obj.dtype.hasobject:
+            self.buffers.append(obj)
+            return ("array", len(self.buffers) - 1, None)
+        return None
+
+
+class _CopyUnpickler(dill.Unpickler):
+    def __init__(self, file: io.BytesIO, buffers: list[Any]) -> None:
+        super().__init__(file)
+        self.buffers = buffers
+        self.copies: dict[int, Any] = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, index, dtype = pid
+        if kind == "array":
+            return self.buffers[index].copy()
+        import torch
+
+        untyped = self.copies.get(index)
+        if untyped is None:
+            untyped = self.copies[index] = self.buffers[index].clone()
+        if dtype is None:
+            return untyped
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def copy_payload(obj: Any) -> Any:
+    """An independent copy of ``obj``, as a save and a load would give, without the disk.
+
+    Used to give a parent's state to each of its children but the last. Unlike
+    ``copy.deepcopy`` it copies what pickling can (a pruned module's computed weight, which
+    is not a graph leaf, refuses deepcopy), keeps closures pointing into the copy, and copies
+    tensor and array buffers once each, directly (shared storages stay shared).
+    """
+    file = io.BytesIO()
+    buffers: list[Any] = []
+    try:
+        _CopyPickler(file, buffers).dump(obj)
+    except Exception:
+        import copy
+
+        return copy.deepcopy(obj)  # what the standard pickler refuses (locks, files, ...)
+    return _CopyUnpickler(io.BytesIO(file.getvalue()), buffers).load()
