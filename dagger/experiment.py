@@ -312,16 +312,27 @@ class Experiment:
             hook()
         return state
 
-    def load_root(self) -> ExperimentState | None:
-        """The root state, fully loaded from the store (a fresh object each call)."""
-        roots = self.store.read_meta().get("roots", [])
-        if isinstance(self.root, ExperimentStatePromise) or self.root is not None:
+    def load_root(self, start: str | None = None) -> ExperimentState | None:
+        """The root of the tree holding state ``start``, fully loaded (a fresh object).
+
+        The root is found by following the stored records' parents, so this works in a
+        worker process and in an experiment directory with several roots.
+        """
+        sha = start
+        if sha is None:
+            if self.root is None:
+                return None
             sha = self.root.sha()
-        elif roots:
-            sha = roots[-1]
-        else:
-            return None
-        return self.load_state(sha)
+        seen: set[str] = set()
+        while sha is not None and sha not in seen:
+            seen.add(sha)
+            record = self.store.read_record(sha)
+            if record is None:
+                return None
+            if record.get("parent") is None:
+                return self.load_state(sha)
+            sha = record["parent"]
+        return None
 
     # -- restoring -----------------------------------------------------------------------------
 

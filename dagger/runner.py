@@ -626,7 +626,7 @@ class Runner:
                     "pending": [function.name for function in node.pending],
                     "new_tags": node.new_tags,
                     "stored": node.stored,
-                    "subtree": node.size(),
+                    "subtree": node.size() if node is segment[-1] else 0,
                 }
                 for node in segment
             ],

@@ -163,7 +163,9 @@ class ExperimentState:
         """The root state of this state's experiment, fully loaded (a fresh copy each time)."""
         if self.experiment_object is None:
             return None
-        return self.experiment_object.load_root()
+        # While a recipe runs, the state already has its own id but no record yet.
+        start = self.parent_sha if self._sha and self.parent_sha else self._sha
+        return self.experiment_object.load_root(start)
 
     def to_promise(self) -> ExperimentStatePromise:
         """A promise for this stored state, to grow the tree from it and run again."""

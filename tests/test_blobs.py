@@ -402,3 +402,23 @@ def test_cli_verify_and_gc(exp_dir, subprocess_env):
     missing = run("verify", str(exp_dir / "nope"))
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+
+
+def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_path):
+    """Loading a payload must not swap the live class's methods for rebuilt copies, which
+    would change its code fingerprint, and so the ids, in the middle of a session."""
+    from dagger.store.blobs import copy_payload
+
+    class Local(dg.ExperimentState):  # not importable by name: pickled by value
+        def initialize_state(self, **arguments):
+            self.x = torch.zeros(3)
+
+    method, identity = Local.initialize_state, Local.code_identity()
+    state = Local()
+    state.x = torch.ones(100_000)
+    blobs = Blobs(tmp_path / "blobs", durable=False)
+    data, _, _ = dumps_payload(state, blobs)
+    assert type(loads_payload(data, blobs)) is Local
+    assert type(copy_payload(state)) is Local
+    assert Local.initialize_state is method
+    assert Local.code_identity() == identity

@@ -233,7 +233,51 @@ def dumps_payload(obj: Any, blobs: Blobs | None = None) -> tuple[bytes, dict[str
 MapLocation = Any
 
 
-class _PayloadUnpickler(dill.Unpickler):
+class _KeepLiveClasses:
+    """find_class hook: a class stored by value that already lives in this process is reused
+    as it is.
+
+    cloudpickle, unpickling a class of ``__main__`` in the process that defined it, returns the
+    live class but then resets its attributes from the pickle, replacing its methods with
+    rebuilt copies. Those have no readable source, so the class's code fingerprint, and every
+    id computed from it afterwards, would change in the middle of a session.
+    """
+
+    _live_classes: set[int]
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)  # type: ignore[misc]
+        if module.startswith("cloudpickle"):
+            if name in ("_make_skeleton_class", "_make_skeleton_enum"):
+                return self._tracking(found)
+            if name == "_class_setstate":
+                return self._guarded_setstate(found)
+        return found
+
+    def _tracking(self, make: Any) -> Any:
+        live = self.__dict__.setdefault("_live_classes", set())
+
+        def make_skeleton(*args: Any) -> Any:
+            tracker = cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_BY_ID
+            class_tracker_id = args[4] if make.__name__ == "_make_skeleton_class" else args[5]
+            existed = class_tracker_id in tracker
+            skeleton = make(*args)
+            if existed:
+                live.add(id(skeleton))
+            return skeleton
+
+        return make_skeleton
+
+    def _guarded_setstate(self, setstate: Any) -> Any:
+        live = self.__dict__.setdefault("_live_classes", set())
+
+        def class_setstate(obj: Any, state: Any) -> Any:
+            return obj if id(obj) in live else setstate(obj, state)
+
+        return class_setstate
+
+
+class _PayloadUnpickler(_KeepLiveClasses, dill.Unpickler):
     def __init__(
         self, file: io.BytesIO, blobs: Blobs | None, map_location: MapLocation = None
     ) -> None:
@@ -345,7 +389,7 @@ class _CopyPickler(cloudpickle.Pickler):
         return None
 
 
-class _CopyUnpickler(dill.Unpickler):
+class _CopyUnpickler(_KeepLiveClasses, dill.Unpickler):
     def __init__(self, file: io.BytesIO, buffers: list[Any]) -> None:
         super().__init__(file)
         self.buffers = buffers
