@@ -402,3 +402,26 @@ def test_siblings_of_a_pruned_model_get_independent_copies(exp_dir):
     assert [m.get().model.weight_orig[0, 0].item() for m in marks] == [1.0, 2.0, 3.0]
     original = pruned.get().model.weight_orig[0, 0].item()
     assert original not in (1.0, 2.0, 3.0)
+
+
+def test_ids_stay_the_same_after_a_run_in_the_same_session(exp_dir):
+    """A state class defined in a notebook is stored by value; running must not alter it."""
+
+    class NotebookState(dg.ExperimentState):  # local: pickled by value, like __main__
+        def initialize_state(self, **arguments):
+            self.value = arguments["start"]
+            self.history = []
+
+    def build():
+        exp = dg.Experiment(exp_dir, NotebookState)
+        root = exp.spawn_new_tree(start=1)
+        for amount in (1, 2, 3):  # siblings: the parent is copied for the first two
+            Add(amount)(root)
+        return exp, root
+
+    exp, root = build()
+    first_id = root.sha()
+    assert exp.run(progress=False).computed == 4
+    exp, root = build()
+    assert root.sha() == first_id
+    assert exp.run(progress=False).computed == 0
