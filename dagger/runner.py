@@ -74,7 +74,8 @@ class RunReport:
 
     Attributes:
         computed: States computed and stored by this run.
-        cached: States of the tree that were already stored.
+        cached: States of the tree that were already stored (or that another process stored
+            while this run waited for them).
         failed: States whose recipe raised (their subtrees were skipped).
         skipped: States not attempted because an ancestor failed.
         functions: Function results computed by this run.
@@ -339,7 +340,7 @@ class Runner:
             RunError: At the end, if anything failed (everything else was stored).
         """
         started = time.perf_counter()
-        total = sum(node.size() for node in roots)
+        self.report.cached = self._count_all(roots, lambda node: node.stored)
         to_compute = self._count(roots, lambda node: not node.stored)
         functions = self._count(roots, lambda node: len(node.pending))
         self._open_bar(to_compute + functions)
@@ -356,9 +357,6 @@ class Runner:
         finally:
             self._close_bar()
             self.report.seconds = time.perf_counter() - started
-            self.report.cached = (
-                total - self.report.computed - self.report.failed - self.report.skipped
-            )
         if self.report.failures:
             failures = self.report.failures
             lines = "\n".join(f"  - {failure}" for failure in failures)
@@ -371,6 +369,15 @@ class Runner:
                 report=self.report,
             )
         return self.report
+
+    @staticmethod
+    def _count_all(roots: list[_Node], measure: Any) -> int:
+        count, stack = 0, list(roots)
+        while stack:
+            node = stack.pop()
+            count += measure(node)
+            stack.extend(node.children)
+        return count
 
     @staticmethod
     def _count(roots: list[_Node], measure: Any) -> int:
@@ -438,6 +445,8 @@ class Runner:
             state = self.experiment.load_state(node.sha)
             if state is not None:
                 return state
+            if node.stored:  # counted as cached; it is computed again instead
+                self.report.cached -= 1
             node.stored = False
             self.saved.discard(node.sha)
         parent_held = self.held.get(node.parent.sha) if node.parent else None
@@ -459,6 +468,7 @@ class Runner:
                 # Another process stored it meanwhile: use its record, add this run's tags.
                 node.stored = True
                 node.new_tags = list(node.tags)
+                self.report.cached += 1
                 return None
             return self._compute_unlocked(node, parent_held)
 
@@ -564,20 +574,21 @@ class Runner:
         inflight: dict[int, tuple[list[_Node], Any]] = {}
         counter = iter(range(1 << 62))
 
-        def expand(node: _Node) -> None:
-            if node.stored and not node.pending:
-                # Nothing to compute here: only tags to add; go on below.
-                if node.new_tags:
-                    self.store.update_notes(node.sha, tags=node.new_tags)
-                for child in node.children:
-                    if child.work:
-                        expand(child)
-                return
-            segment = _segment(node)
-            token = next(counter)
-            handle = executor.submit(run_task, self._task(segment))
-            inflight[token] = (segment, handle)
-            threading.Thread(target=_await, args=(token, handle, done), daemon=True).start()
+        def expand(start: _Node) -> None:
+            stack = [start]
+            while stack:
+                node = stack.pop()
+                if node.stored and not node.pending:
+                    # Nothing to compute here: only tags to add; go on below.
+                    if node.new_tags:
+                        self.store.update_notes(node.sha, tags=node.new_tags)
+                    stack.extend(child for child in reversed(node.children) if child.work)
+                    continue
+                segment = _segment(node)
+                token = next(counter)
+                handle = executor.submit(run_task, self._task(segment))
+                inflight[token] = (segment, handle)
+                threading.Thread(target=_await, args=(token, handle, done), daemon=True).start()
 
         stopping = False
         try:
@@ -668,6 +679,7 @@ class Runner:
         self.report.failed += report["failed"]
         self.report.skipped += report["skipped"]
         self.report.functions += report["functions"]
+        self.report.cached += report["cached"]
         self.report.failures.extend(report["failures"])
         if self._bar is not None:
             self._bar.update(len(report["computed"]) + report["failed"] + report["functions"])
@@ -833,6 +845,7 @@ def run_task(spec_bytes: bytes) -> dict[str, Any]:
         "failed": runner.report.failed,
         "skipped": skipped,
         "functions": runner.report.functions,
+        "cached": runner.report.cached,
         "failures": runner.report.failures,
         "last_ok": last_ok,
     }

@@ -30,7 +30,7 @@ from ..errors import SerializationError, StoreError
 from . import records as rec
 from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs, dumps_payload, loads_payload
 from .files import fsync_dir, hash_file, publish, write_temp
-from .locks import locks_trustworthy, state_lock
+from .locks import experiment_lock, locks_trustworthy, state_lock
 
 __all__ = ["CorruptStateError", "DirectoryStore", "Results", "SlimEntry"]
 
@@ -128,7 +128,7 @@ class DirectoryStore:
                 directory=str(self.directory),
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        with self.lock("experiment"):  # concurrent runs must not drop each other's roots
+        with self.experiment_lock():  # concurrent runs must not drop each other's roots
             if self.exists():
                 stored = self.read_meta()
                 roots = list(stored.get("roots", []))
@@ -396,14 +396,21 @@ class DirectoryStore:
     def results_view(self, state_id: str, notes: dict[str, Any]) -> Results:
         return Results(self, notes.get("results", {}))
 
-    def lock(self, name: str) -> contextlib.AbstractContextManager[Any]:
-        """The inter-process lock of a state (or of ``"experiment"``, for experiment.json).
+    def lock(self, state_id: str) -> contextlib.AbstractContextManager[Any]:
+        """The inter-process lock of a state.
 
         A no-op where file locks cannot be trusted (network filesystems; warned once).
         """
+        return state_lock(self.directory / "locks", state_id, enabled=self._locks_trusted())
+
+    def experiment_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """The lock around read-modify-write of experiment.json."""
+        return experiment_lock(self.directory / "locks", enabled=self._locks_trusted())
+
+    def _locks_trusted(self) -> bool:
         if self._locking is None:
             self._locking = locks_trustworthy(self.directory)
-        return state_lock(self.directory / "locks", name, enabled=self._locking)
+        return self._locking
 
     def has_record(self, state_id: str) -> bool:
         """Whether a record exists now (another process may have just written it)."""

@@ -1,13 +1,20 @@
 """Per-state locks, so that no two processes compute or annotate one state at once.
 
-A lock is a ``filelock.FileLock`` on ``<directory>/locks/<id>.lock``: an ``flock`` on POSIX,
-which the kernel releases when the holding process dies, so a lock left by a killed process is
-recovered by the next process that asks for it. Lock files are never deleted (deleting a lock
-file that another process is about to lock would let two processes hold "the" lock).
+A state's lock is a POSIX byte-range lock (``fcntl.lockf``) on one byte of
+``<directory>/locks/states.lock``, at an offset taken from the state's id, plus a thread lock
+for threads of the same process (POSIX locks belong to a process). Taking one costs two
+system calls and creates no file: a lock file per state cost about 2 ms each on a slow disk,
+a fifth of a cold run of trivial states. The kernel drops a process's locks when it dies, so a
+lock left by a killed process is recovered by the next process that asks for it. The file
+descriptor stays open for the life of the process, because closing any descriptor of a file
+drops all of the process's locks on it.
 
-On network filesystems (NFS, SMB, sshfs, ...) ``flock`` may be emulated per client or not at
-all, so locks there cannot be trusted. dagger then says so once and does not lock: concurrent
-runs may compute a state twice, but never corrupt the store, because every file is published
+The experiment-wide lock (experiment.json) is a ``filelock.FileLock``; it is taken once per run.
+Where ``fcntl`` does not exist (Windows), state locks are FileLocks too.
+
+On network filesystems (NFS, SMB, sshfs, ...) locks may be emulated per client or not at all,
+so they cannot be trusted. dagger then says so once and does not lock: concurrent runs may
+compute a state twice, but never corrupt the store, because every file is published
 atomically and the first record written for a state wins.
 """
 
@@ -16,12 +23,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
-__all__ = ["UNTRUSTED_FILESYSTEMS", "filesystem_type", "locks_trustworthy", "state_lock"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "UNTRUSTED_FILESYSTEMS",
+    "experiment_lock",
+    "filesystem_type",
+    "locks_trustworthy",
+    "state_lock",
+]
 
 logger = logging.getLogger("dagger")
 
@@ -74,20 +93,69 @@ def locks_trustworthy(directory: Path) -> bool:
     return verdict
 
 
+class _RangeLocks:
+    """One open descriptor of a folder's ``states.lock`` and this process's thread locks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.pid = -1
+        self.guard = threading.Lock()
+        self.threads: dict[int, threading.Lock] = {}
+
+    def descriptor(self) -> int:
+        with self.guard:
+            if self.fd is None or self.pid != os.getpid():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self.pid = os.getpid()
+            return self.fd
+
+    def thread_lock(self, offset: int) -> threading.Lock:
+        with self.guard:
+            return self.threads.setdefault(offset, threading.Lock())
+
+
+_RANGES: dict[Path, _RangeLocks] = {}
+_RANGES_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
-def state_lock(locks_dir: Path, name: str, *, enabled: bool = True) -> Iterator[None]:
-    """Hold the lock ``name`` (a state id, or "experiment") for the duration of the block."""
+def state_lock(locks_dir: Path, state_id: str, *, enabled: bool = True) -> Iterator[None]:
+    """Hold the lock of one state for the duration of the block."""
     if not enabled:
         yield
         return
-    try:
-        lock = FileLock(locks_dir / f"{name}.lock")
-        lock.acquire()
-    except FileNotFoundError:
-        locks_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(locks_dir / f"{name}.lock")
-        lock.acquire()
-    try:
+    if fcntl is None:  # pragma: no cover - Windows
+        with _file_lock(locks_dir, state_id):
+            yield
+        return
+    with _RANGES_GUARD:
+        ranges = _RANGES.get(locks_dir)
+        if ranges is None:
+            ranges = _RANGES[locks_dir] = _RangeLocks(locks_dir / "states.lock")
+    offset = int(state_id[:15], 16)  # 60 bits of the id: distinct states, distinct bytes
+    with ranges.thread_lock(offset):
+        fd = ranges.descriptor()
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+
+
+@contextlib.contextmanager
+def experiment_lock(locks_dir: Path, *, enabled: bool = True) -> Iterator[None]:
+    """Hold the experiment-wide lock (around read-modify-write of experiment.json)."""
+    if not enabled:
         yield
-    finally:
-        lock.release()
+        return
+    with _file_lock(locks_dir, "experiment"):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(locks_dir: Path, name: str) -> Iterator[None]:
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(locks_dir / f"{name}.lock"):
+        yield
