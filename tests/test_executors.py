@@ -299,3 +299,31 @@ def test_untrusted_filesystem_warns_once_and_stays_correct(tmp_path, monkeypatch
     assert len(warnings) == 1
     assert not (tmp_path / "exp" / "locks").exists()
     assert dg.verify(tmp_path / "exp").ok
+
+
+def test_progress_and_report_include_remote_work(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, total, **options):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, count):
+            self.n += count
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    exp = dg.Experiment(tmp_path / "exp", CounterState)
+    root = exp.spawn_new_tree(start=1)
+    for amount in range(4):
+        Add(amount)(root)
+    with ProcessPoolExecutor(2) as pool:
+        report = exp.run(executor=pool, progress=True)
+    assert report.computed == 5 and len(report.computed_ids) == 5
+    ((bar),) = bars
+    assert bar.total == 5 and bar.n == 5  # every remote state moved the bar
