@@ -6,16 +6,14 @@ It also checks that the execution diagram of the README is there.
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import dagger as dg
 
 REPO = Path(__file__).resolve().parent.parent
 TUTORIALS = REPO / "tutorials"
@@ -127,16 +125,34 @@ def test_second_study_run_is_served_from_the_store(study):
     assert drawing.read_bytes()[:8] == PNG_SIGNATURE
 
 
-@pytest.mark.skipif(
-    "executor" not in inspect.signature(dg.Experiment.run).parameters,
-    reason="Experiment.run(executor=...) is not available yet",
-)
 def test_study_in_worker_processes_gives_the_same_results(study, tmp_path):
     _, in_process = study
     stdout = run_study(tmp_path / "pruning_study", "--epochs", "1", "--workers", "2").stdout
     assert "Computed 26 states" in stdout
     # Every step seeds itself, so where a state is computed does not change it.
     assert parse_table(stdout) == parse_table(in_process)
+
+
+def test_study_without_graphviz_still_gives_the_table(study, tmp_path):
+    directory, first_stdout = study
+    copy = tmp_path / "pruning_study"
+    shutil.copytree(directory, copy)
+    (copy / "tree.png").unlink()
+    no_dot = tmp_path / "bin"  # a PATH without Graphviz's `dot`
+    no_dot.mkdir()
+    process = subprocess.run(
+        [sys.executable, str(STUDY), "--directory", str(copy), "--epochs", "1"],
+        cwd=REPO,
+        env={**_env(), "PATH": str(no_dot)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr
+    assert parse_table(process.stdout) == parse_table(first_stdout)
+    assert "apt-get install graphviz" in process.stdout
+    assert (copy / "tree.dot").read_text().startswith("digraph")
+    assert not (copy / "tree.png").exists()
 
 
 def test_notebook_is_stored_without_outputs():

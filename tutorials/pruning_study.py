@@ -226,8 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     print("Test accuracy after pruning (pruned: before any retraining):")
     print(results_table(tree).to_string(index=False, float_format="{:.3f}".format))
 
-    drawing = tree.draw(args.directory / "tree", format="png")
-    print(f"\nThe tree of {len(tree)} states is drawn in {drawing}")
+    try:
+        drawing = tree.draw(args.directory / "tree", format="png")
+    except dg.GraphvizNotFoundError as error:  # no `dot` program: keep the DOT source
+        source = args.directory / "tree.dot"
+        source.write_text(tree.to_dot())
+        print(f"\n{error}\nThe tree of {len(tree)} states is described in {source}.")
+    else:
+        print(f"\nThe tree of {len(tree)} states is drawn in {drawing}")
 
 
 if __name__ == "__main__":
