@@ -312,3 +312,30 @@ def test_sigkill_while_saving_a_200mb_state(tmp_path, subprocess_env, moment):
     assert np.array_equal(state.blob, expected)
     assert leaf.get().value == 2
     assert len(dg.Experiment.restore(exp_dir).graph) == 3
+
+
+def test_a_record_that_is_not_json_is_quarantined_and_recomputed(
+    exp_dir, call_log, dagger_warnings
+):
+    from helpers import Multiply
+
+    _, root, child, grandchild = run_tree(exp_dir)
+    record = exp_dir / "states" / f"{child.sha()}.json"
+    data = bytearray(record.read_bytes())
+    data[0] ^= 0xFF  # no longer JSON
+    record.write_bytes(bytes(data))
+
+    def grow():
+        exp = dg.Experiment(exp_dir, CounterState)
+        new = Multiply(5)(Add(1)(exp.spawn_new_tree(start=1)))  # needs the damaged state
+        return exp, new
+
+    before = len(read_log(call_log))
+    exp, new = grow()
+    report = exp.run(progress=False)
+    assert report.computed == 2 and read_log(call_log)[before:] == ["add:1", "mul:5"]
+    assert any("not valid JSON" in r.getMessage() for r in dagger_warnings.records)
+    assert new.get().value == 10
+    exp, new = grow()
+    assert exp.run(progress=False).computed == 0
+    assert dg.verify(exp_dir).ok

@@ -157,11 +157,6 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
         except ValueError:
-            logger.warning(
-                "The record of state %s is not valid JSON; it is ignored and the state will "
-                "be recomputed.",
-                state_id[:12],
-            )
             return None
         self._records[state_id] = record
         return record
@@ -245,6 +240,8 @@ class DirectoryStore:
         """
         record = self.read_record(state_id)
         if record is None:
+            if self.has_record(state_id):  # there, but not valid JSON: move it aside
+                self.quarantine(state_id, "its record is not valid JSON")
             raise CorruptStateError(state_id, "its record is missing")
         info = record.get("payload") or {}
         path = self.states_dir / info.get("file", "")
