@@ -367,6 +367,7 @@ class Experiment:
         )
         meta = store.read_meta()
         stored_path = meta.get("state_class", "")
+        stand_in = False
         if state_class is None:
             try:
                 state_class = import_class(stored_path)
@@ -375,12 +376,12 @@ class Experiment:
                 # Slim states need nothing of it, and each payload carries the class by
                 # value, so a fully loaded state gets its real class back.
                 logger.debug("state class %s not importable (%s)", stored_path, error)
-                state_class = ExperimentState
+                state_class, stand_in = ExperimentState, True
         experiment = cls(
             directory, state_class, durability=durability, blob_threshold=blob_threshold
         )
         experiment.store = store
-        if state_class is not ExperimentState or stored_path.endswith(":ExperimentState"):
+        if not stand_in:
             experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.get("experiment_arguments")
         experiment.graph = StaticExperimentTree.from_store(experiment, store.slim_entries())

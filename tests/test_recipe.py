@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import torch
-from helpers import Add, CounterState, GoldenAdd
+from helpers import Add, CounterState
 
 import dagger as dg
 from dagger.recipe import child_sha
@@ -228,7 +228,3 @@ def test_function_identity_follows_its_code():
     assert dg.Function(accuracy).code_identity() != dg.Function(accuracy_v2).code_identity()
     with pytest.raises(dg.ExperimentDefinitionError, match="needs a callable"):
         dg.Function(3)
-
-
-def test_golden_recipe_identity_is_stable():
-    assert GoldenAdd(2).properties() == {"amount": 2}

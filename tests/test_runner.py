@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
@@ -363,12 +362,6 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(exp_dir, capsys):
     Add(2)(root)
     exp.run(progress=True)
     assert "dagger" in capsys.readouterr().err
-
-
-def test_state_copy_is_deep(exp_dir):
-    exp, root = build(exp_dir)
-    state = copy.deepcopy(root.get())
-    assert state.value == 1
 
 
 def test_siblings_of_a_pruned_model_get_independent_copies(exp_dir):

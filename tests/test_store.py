@@ -339,3 +339,9 @@ def test_a_record_that_is_not_json_is_quarantined_and_recomputed(
     exp, new = grow()
     assert exp.run(progress=False).computed == 0
     assert dg.verify(exp_dir).ok
+
+
+def test_restore_refuses_an_explicit_class_that_does_not_match(exp_dir):
+    run_tree(exp_dir)
+    with pytest.raises(dg.StateClassMismatchError):
+        dg.Experiment.restore(exp_dir, state_class=dg.ExperimentState)

@@ -334,7 +334,7 @@ class DirectoryStore:
             merged_tags = known_tags + [tag for tag in tags if tag not in known_tags]
             merged_results = {**notes.get("results", {}), **(results or {})}
             updated = {"tags": merged_tags, "results": merged_results}
-            if updated != {"tags": known_tags, "results": notes.get("results", {})} or not notes:
+            if updated != {"tags": known_tags, "results": notes.get("results", {})}:
                 rec.write_json(
                     self.states_dir / rec.notes_name(state_id), updated, durable=self.durable
                 )

@@ -23,7 +23,7 @@ import io
 import mmap
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,6 @@ class Blobs:
     durable: bool = True
     threshold: int = DEFAULT_THRESHOLD
     use_mmap: bool = True
-    written: int = field(default=0, init=False)
 
     def path(self, digest: str) -> Path:
         return self.folder / digest[:2] / digest
@@ -86,7 +85,6 @@ class Blobs:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
         publish(write_temp(path, [data], durable=self.durable), path, replace=True)
-        self.written += len(data)
         return digest
 
     def read(self, digest: str, nbytes: int) -> memoryview | mmap.mmap:

@@ -74,7 +74,6 @@ class Listing:
     failures: set[str] = field(default_factory=set)
     results: list[str] = field(default_factory=list)
     temps: list[str] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)
 
     def has_payload(self, state_id: str, name: str | None = None) -> bool:
         names = self.payloads.get(state_id, ())
@@ -90,7 +89,8 @@ def scan(states_dir: Path) -> Listing:
         return listing
     for name in names:
         if name[0] == "." or len(name) < ID_LENGTH + 5 or name[ID_LENGTH] != ".":
-            (listing.temps if is_temp(name) else listing.other).append(name)
+            if is_temp(name):
+                listing.temps.append(name)
             continue
         state_id, rest = name[:ID_LENGTH], name[ID_LENGTH + 1 :]
         if rest == "json":
@@ -103,8 +103,6 @@ def scan(states_dir: Path) -> Listing:
             listing.failures.add(state_id)
         elif rest.endswith(".res"):
             listing.results.append(name)
-        else:
-            listing.other.append(name)
     return listing
 
 
