@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,11 +27,15 @@ def exp_dir(tmp_path):
 
 
 @pytest.fixture
-def subprocess_env():
-    """Environment for scripts run in a subprocess: they import dagger and tests.helpers."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")])
-    return env
+def subprocess_env(tmp_path):
+    """Environment for scripts run in a subprocess, as a user runs them.
+
+    dagger comes from the installed package, never from the checkout; the tests' shared
+    classes (helpers.py) are copied into tmp_path, beside the scripts a test writes there,
+    the way a user's own modules sit beside their scripts.
+    """
+    shutil.copy(TESTS / "helpers.py", tmp_path / "helpers.py")
+    return dict(os.environ)
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 import dagger as dg
 
 # Each recipe run appends a line here when DAGGER_TEST_LOG is set, so a test can count
@@ -136,3 +139,43 @@ class GoldenAdd(dg.Recipe):
     def run(self, state):
         state.value += self.amount
         return state
+
+
+# Every dtype a tensor can have that the store must bring back bitwise (test_blobs.py).
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.bool,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.complex64,
+    torch.complex128,
+]
+
+
+class TensorState(dg.ExperimentState):
+    def initialize_state(self, **arguments):
+        generator = torch.Generator().manual_seed(0)
+        self.tensors = {}
+        for dtype in DTYPES:
+            base = torch.randn(64, 300, generator=generator, dtype=torch.float64)
+            if dtype.is_complex:
+                value = torch.complex(base, base.flip(0)).to(dtype)
+            elif dtype == torch.bool:
+                value = base > 0
+            elif dtype.is_floating_point:
+                value = base.to(dtype)
+            else:
+                value = (base * 50).to(dtype)
+            self.tensors[str(dtype)] = value
+        self.small = torch.arange(10)  # under the threshold: stays inline
+        self.sparse = torch.eye(200).to_sparse()
+        self.array_c = np.arange(40_000, dtype=np.float32).reshape(200, 200)
+        self.array_f = np.asfortranarray(self.array_c * 2)
+        self.raw = bytes(range(256)) * 400
+        self.rng = torch.get_rng_state()

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.utils.prune
+from helpers import TensorState
 from torch import nn
 
 import dagger as dg
-from dagger.store.blobs import Blobs, dumps_payload, loads_payload
-
-DTYPES = [
-    torch.float32,
-    torch.float64,
-    torch.float16,
-    torch.bfloat16,
-    torch.bool,
-    torch.int8,
-    torch.uint8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.complex64,
-    torch.complex128,
-]
+from dagger.store.blobs import Blobs
+from dagger.store.payload import dumps_payload, loads_payload
 
 
 def blob_files(exp_dir: Path) -> list[Path]:
@@ -40,29 +25,6 @@ def blob_files(exp_dir: Path) -> list[Path]:
 
 def du(exp_dir: Path) -> int:
     return sum(p.stat().st_size for p in exp_dir.rglob("*") if p.is_file())
-
-
-class TensorState(dg.ExperimentState):
-    def initialize_state(self, **arguments):
-        generator = torch.Generator().manual_seed(0)
-        self.tensors = {}
-        for dtype in DTYPES:
-            base = torch.randn(64, 300, generator=generator, dtype=torch.float64)
-            if dtype.is_complex:
-                value = torch.complex(base, base.flip(0)).to(dtype)
-            elif dtype == torch.bool:
-                value = base > 0
-            elif dtype.is_floating_point:
-                value = base.to(dtype)
-            else:
-                value = (base * 50).to(dtype)
-            self.tensors[str(dtype)] = value
-        self.small = torch.arange(10)  # under the threshold: stays inline
-        self.sparse = torch.eye(200).to_sparse()
-        self.array_c = np.arange(40_000, dtype=np.float32).reshape(200, 200)
-        self.array_f = np.asfortranarray(self.array_c * 2)
-        self.raw = bytes(range(256)) * 400
-        self.rng = torch.get_rng_state()
 
 
 def test_round_trip_bitwise_in_a_fresh_process(exp_dir, subprocess_env, tmp_path):
@@ -80,7 +42,7 @@ def test_round_trip_bitwise_in_a_fresh_process(exp_dir, subprocess_env, tmp_path
             import numpy as np
             import torch
             import dagger as dg
-            from test_blobs import TensorState
+            from helpers import TensorState
 
             tree = dg.Experiment.restore(sys.argv[1], TensorState).graph
             expected = torch.load(sys.argv[2], weights_only=False)
@@ -99,10 +61,7 @@ def test_round_trip_bitwise_in_a_fresh_process(exp_dir, subprocess_env, tmp_path
             """
         )
     )
-    env = {
-        **subprocess_env,
-        "PYTHONPATH": subprocess_env["PYTHONPATH"] + os.pathsep + str(Path(__file__).parent),
-    }
+    env = subprocess_env
     result = subprocess.run(
         [sys.executable, str(script), str(exp_dir), str(expected)],
         env=env,
@@ -407,7 +366,7 @@ def test_cli_verify_and_gc(exp_dir, subprocess_env):
 def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_path):
     """Loading a payload must not swap the live class's methods for rebuilt copies, which
     would change its code fingerprint, and so the ids, in the middle of a session."""
-    from dagger.store.blobs import copy_payload
+    from dagger.store.payload import copy_payload
 
     class Local(dg.ExperimentState):  # not importable by name: pickled by value
         def initialize_state(self, **arguments):

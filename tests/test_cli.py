@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pandas
 import pytest
@@ -46,12 +45,12 @@ def stored(exp_dir):
 def cli(subprocess_env, tmp_path):
     """Runs ``python -m dagger ARGS`` in tmp_path; returns the completed process."""
 
-    def run(*args, env=None, encoding="utf-8"):
+    def run(*args, env=None, encoding="utf-8", cwd=tmp_path):
         environment = dict(subprocess_env if env is None else env)
         environment.setdefault("PYTHONIOENCODING", encoding)
         return subprocess.run(
             [sys.executable, "-m", "dagger", *map(str, args)],
-            cwd=tmp_path,
+            cwd=cwd,
             env=environment,
             capture_output=True,
             text=True,
@@ -117,11 +116,12 @@ def test_show_on_an_ascii_terminal(cli, exp_dir, stored):
 
 
 def test_show_without_the_state_class_importable(cli, exp_dir, stored, subprocess_env, tmp_path):
-    # Run from elsewhere: tests/helpers.py (where CounterState lives) is not importable.
-    env = {**subprocess_env, "PYTHONPATH": str(Path(dg.__file__).parents[1])}
-    probe = subprocess.run([sys.executable, "-c", "import helpers"], cwd=tmp_path, env=env)
+    # Run from elsewhere: helpers.py (where CounterState lives) is not importable there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = subprocess.run([sys.executable, "-c", "import helpers"], cwd=elsewhere)
     assert probe.returncode != 0
-    result = cli("show", exp_dir, env=env)
+    result = cli("show", exp_dir, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert "Multiply(factor=5)" in result.stdout
     assert "FAILED ValueError" in result.stdout

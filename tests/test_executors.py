@@ -92,8 +92,9 @@ def test_dask_local_cluster_gives_the_same_store(tmp_path, in_process_store):
 
 def test_submitit_local_executor(tmp_path, monkeypatch, subprocess_env):
     submitit = pytest.importorskip("submitit")
-    # A Slurm job imports the recipes' module like any script would: put it on the path.
-    monkeypatch.setenv("PYTHONPATH", subprocess_env["PYTHONPATH"])
+    # A Slurm job starts in the folder it was submitted from and imports the recipes' module
+    # from there, as a user's job does (subprocess_env put helpers.py in tmp_path).
+    monkeypatch.chdir(tmp_path)
     executor = submitit.LocalExecutor(folder=str(tmp_path / "jobs"))
     executor.update_parameters(timeout_min=5)
     exp = dg.Experiment(tmp_path / "exp", CounterState)

@@ -100,7 +100,7 @@ def test_seed_quickstart_runs_verbatim_in_an_empty_folder(tmp_path):
     seed = REPO.parent / "shared" / "seed" / "README.md"
     if seed.exists():  # the tutorial is the seed README's usage block, verbatim
         assert script.read_text() in seed.read_text()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # dagger as installed: a ./dagger folder must not shadow it
     subprocess.run([sys.executable, "quickstart.py"], cwd=tmp_path, env=env, check=True)
     store = tmp_path / "dagger" / "examples"
     records = sorted((store / "states").glob("*.json"))

@@ -205,9 +205,9 @@ def test_source_less_code_falls_back_with_one_warning(caplog):
         "        return state\n",
         namespace,
     )
-    from dagger import hashing
+    from dagger import fingerprint
 
-    hashing._warned_no_source = False
+    fingerprint._warned_no_source = False
     caplog.set_level(logging.WARNING, logger="dagger")
     first = child_sha(ROOT, namespace["Exec"]())
     assert first == child_sha(ROOT, namespace["Exec"]())

@@ -30,10 +30,8 @@ pytest.importorskip("sklearn")
 
 
 def _env() -> dict[str, str]:
-    """This checkout's dagger first on the path, whatever is installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    """The environment a user runs the study in: dagger as installed by the README."""
+    return dict(os.environ)
 
 
 def run_study(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
@@ -173,7 +171,6 @@ def test_notebook_runs_from_top_to_bottom(tmp_path, monkeypatch):
     directory = tmp_path / "tutorial"
     # The kernel inherits this process's environment: the notebook's first cell reads it.
     monkeypatch.setenv("DAGGER_TUTORIAL_DIR", str(directory))
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         notebook,

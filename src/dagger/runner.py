@@ -34,12 +34,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._compat import call_method
 from ._version import __version__
 from .errors import DaggerError, ExperimentDefinitionError, RecipeResultError, RunError
-from .hashing import call_method
 from .state import ExperimentState, class_path
 from .store import CorruptStateError
-from .store.blobs import copy_payload, dumps_payload, loads_payload
+from .store.payload import copy_payload, dumps_payload, loads_payload
 from .store.records import FORMAT_VERSION, jsonable
 
 if TYPE_CHECKING:

@@ -1,13 +1,9 @@
 """Payload serialization: pickling with large buffers routed to content-addressed blobs.
 
 A payload is a pickle in which every large buffer (a torch storage, a numpy array, a bytes
-object of at least ``threshold`` bytes) is replaced by a reference to a blob: a file under
-``blobs/<h[:2]>/<h>`` named by the SHA-256 of its bytes. A buffer that several states hold
-(a parent's weights kept by its children, tied weights, a frozen backbone) is stored once.
-
-Blobs are raw bytes, read back without unpickling anything and verified against their name
-before use. Tensors that shared a storage when saved share one after loading; each load builds
-new storages, so two loads are independent of each other and of the files.
+object of at least ``threshold`` bytes) is replaced by a reference to a blob (see
+:mod:`dagger.store.blobs`). Tensors that shared a storage when saved share one after loading;
+each load builds new storages, so two loads are independent of each other and of the files.
 
 Pickling uses the standard (C) pickler, which is fast and handles what torch provides, through
 cloudpickle, which stores by value (in the same stream, so references stay shared) the classes
@@ -18,108 +14,19 @@ the standard pickler cannot pickle at all (file handles, locks, ...) falls back 
 
 from __future__ import annotations
 
-import hashlib
 import io
-import mmap
-import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import dill
 
-from .files import CHUNK, publish, write_temp
+from ..errors import SerializationError
+from .blobs import BlobError, Blobs
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "BlobError",
-    "Blobs",
-    "dumps_payload",
-    "loads_payload",
-]
+__all__ = ["copy_payload", "dumps_payload", "dumps_state", "loads_payload"]
 
-DEFAULT_THRESHOLD = 64 * 1024
 PROTOCOL = 5
-
-
-class BlobError(Exception):
-    """Internal: a blob is missing or does not match its name."""
-
-    def __init__(self, digest: str, reason: str) -> None:
-        super().__init__(f"blob {digest[:16]}: {reason}")
-        self.digest = digest
-        self.reason = reason
-
-
-@dataclass
-class Blobs:
-    """The blob folder of a store.
-
-    Args:
-        folder: ``<directory>/blobs``.
-        durable: fsync each new blob (and its folder).
-        threshold: Buffers of at least this many bytes become blobs.
-        use_mmap: Load blobs as private (copy-on-write) memory maps instead of reading them.
-    """
-
-    folder: Path
-    durable: bool = True
-    threshold: int = DEFAULT_THRESHOLD
-    use_mmap: bool = True
-
-    def path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / digest
-
-    def put(self, data: memoryview) -> str:
-        """Store bytes (once per distinct content); return their digest."""
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.path(digest)
-        try:
-            # Already there: refresh its time so that gc's grace period protects it until the
-            # record that now refers to it is written.
-            os.utime(path)
-            return digest
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        publish(write_temp(path, [data], durable=self.durable), path, replace=True)
-        return digest
-
-    def read(self, digest: str, nbytes: int) -> memoryview | mmap.mmap:
-        """The verified bytes of a blob: a private memory map, or a fresh bytearray.
-
-        Raises:
-            BlobError: The blob is missing, of the wrong size, or does not hash to its name.
-        """
-        path = self.path(digest)
-        try:
-            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the with below)
-        except FileNotFoundError:
-            raise BlobError(digest, "missing") from None
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != nbytes:
-                raise BlobError(digest, f"has {size} bytes, {nbytes} expected")
-            if nbytes == 0:
-                return memoryview(b"")
-            data: memoryview | mmap.mmap
-            if self.use_mmap:
-                data = mmap.mmap(handle.fileno(), nbytes, access=mmap.ACCESS_COPY)
-            else:
-                buffer = bytearray(nbytes)
-                view = memoryview(buffer)
-                read = 0
-                while read < nbytes:
-                    chunk = handle.readinto(view[read : read + CHUNK])
-                    if not chunk:
-                        raise BlobError(digest, "is shorter than its size")
-                    read += chunk
-                data = view
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise BlobError(digest, "does not match its checksum")
-        return data
 
 
 # -- pickling ----------------------------------------------------------------------------------
@@ -424,3 +331,40 @@ def copy_payload(obj: Any) -> Any:
 
         return copy.deepcopy(obj)  # what the standard pickler refuses (locks, files, ...)
     return _CopyUnpickler(io.BytesIO(file.getvalue()), buffers).load()
+
+
+def dumps_state(state: Any, blobs: Blobs) -> tuple[bytes, dict[str, int], str]:
+    """Pickle a state for saving (see :func:`dumps_payload`).
+
+    Raises:
+        SerializationError: The state cannot be pickled; the message names the attribute.
+    """
+    try:
+        return dumps_payload(state, blobs)
+    except Exception as error:
+        culprit = _find_unpicklable(state)
+        what = f"attribute `{culprit[0]}` holds a `{culprit[1]}`" if culprit else "it"
+        raise SerializationError(
+            f"State {type(state).__name__} cannot be saved: {what}, which cannot be pickled "
+            f"({type(error).__name__}: {error}). Remove it from the state before it is saved "
+            "(a save_pre_hook, or del in the recipe), store something picklable that describes "
+            "it instead, or give the state class __getstate__/__setstate__ that leave it out.",
+            attribute=culprit[0] if culprit else None,
+            value_type=culprit[1] if culprit else None,
+        ) from error
+
+
+def _find_unpicklable(state: Any) -> tuple[str, str] | None:
+    getstate = getattr(state, "__getstate__", None)
+    try:
+        attributes = getstate() if callable(getstate) else vars(state)
+    except Exception:
+        return None
+    if not isinstance(attributes, dict):
+        return None
+    for name, value in attributes.items():
+        try:
+            dumps_payload(value, None)
+        except Exception:
+            return name, f"{type(value).__module__}.{type(value).__qualname__}"
+    return None

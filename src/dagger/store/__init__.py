@@ -28,9 +28,10 @@ from typing import Any
 
 from ..errors import SerializationError, StoreError
 from . import records as rec
-from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs, dumps_payload, loads_payload
+from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs
 from .files import fsync_dir, hash_file, publish, write_temp
 from .locks import experiment_lock, locks_trustworthy, state_lock
+from .payload import dumps_payload, dumps_state, loads_payload
 
 __all__ = ["CorruptStateError", "DirectoryStore", "Results", "SlimEntry"]
 
@@ -221,7 +222,7 @@ class DirectoryStore:
                 raise
             kind, refs = "save_hook", dict[str, int]()
         else:
-            data, refs, kind = _pickle_state(state, self.blobs)
+            data, refs, kind = dumps_state(state, self.blobs)
             digest, size = hashlib.sha256(data).hexdigest(), len(data)
             tmp = write_temp(probe, [data], durable=self.durable)
         if refs and self.durable:
@@ -572,38 +573,6 @@ def _short_repr(value: Any) -> str:
     except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _pickle_state(state: Any, blobs: Blobs) -> tuple[bytes, dict[str, int], str]:
-    try:
-        return dumps_payload(state, blobs)
-    except Exception as error:
-        culprit = _find_unpicklable(state)
-        what = f"attribute `{culprit[0]}` holds a `{culprit[1]}`" if culprit else "it"
-        raise SerializationError(
-            f"State {type(state).__name__} cannot be saved: {what}, which cannot be pickled "
-            f"({type(error).__name__}: {error}). Remove it from the state before it is saved "
-            "(a save_pre_hook, or del in the recipe), store something picklable that describes "
-            "it instead, or give the state class __getstate__/__setstate__ that leave it out.",
-            attribute=culprit[0] if culprit else None,
-            value_type=culprit[1] if culprit else None,
-        ) from error
-
-
-def _find_unpicklable(state: Any) -> tuple[str, str] | None:
-    getstate = getattr(state, "__getstate__", None)
-    try:
-        attributes = getstate() if callable(getstate) else vars(state)
-    except Exception:
-        return None
-    if not isinstance(attributes, dict):
-        return None
-    for name, value in attributes.items():
-        try:
-            dumps_payload(value, None)
-        except Exception:
-            return name, f"{type(value).__module__}.{type(value).__qualname__}"
-    return None
 
 
 def _unlink(path: Path) -> bool:

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import MissingPropertyError
-from .hashing import digest, encode, function_fingerprint
+from .fingerprint import function_fingerprint
+from .hashing import digest, encode
 
 if TYPE_CHECKING:
     from .experiment import Experiment

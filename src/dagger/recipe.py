@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ExperimentDefinitionError
-from .hashing import class_fingerprint, digest, encode, function_fingerprint, register
+from .fingerprint import class_fingerprint, function_fingerprint
+from .hashing import digest, encode, register
 from .store.records import jsonable
 
 if TYPE_CHECKING:

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._compat import call_method
 from ._version import __version__
 from .errors import (
     ExperimentDefinitionError,
     StateClassMismatchError,
 )
-from .hashing import call_method
 from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe
 from .runner import Runner, RunReport

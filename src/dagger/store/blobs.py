@@ -1,0 +1,99 @@
+"""Content-addressed blobs: the raw bytes of large buffers, stored once each.
+
+A blob is a file under ``blobs/<h[:2]>/<h>`` named by the SHA-256 of its bytes. A buffer that
+several states hold (a parent's weights kept by its children, tied weights, a frozen backbone)
+is stored once. Blobs are raw bytes, read back without unpickling anything and verified
+against their name before use. :mod:`dagger.store.payload` decides which buffers become blobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import CHUNK, publish, write_temp
+
+__all__ = ["DEFAULT_THRESHOLD", "BlobError", "Blobs"]
+
+DEFAULT_THRESHOLD = 64 * 1024
+
+
+class BlobError(Exception):
+    """Internal: a blob is missing or does not match its name."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"blob {digest[:16]}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+@dataclass
+class Blobs:
+    """The blob folder of a store.
+
+    Args:
+        folder: ``<directory>/blobs``.
+        durable: fsync each new blob (and its folder).
+        threshold: Buffers of at least this many bytes become blobs.
+        use_mmap: Load blobs as private (copy-on-write) memory maps instead of reading them.
+    """
+
+    folder: Path
+    durable: bool = True
+    threshold: int = DEFAULT_THRESHOLD
+    use_mmap: bool = True
+
+    def path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / digest
+
+    def put(self, data: memoryview) -> str:
+        """Store bytes (once per distinct content); return their digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(digest)
+        try:
+            # Already there: refresh its time so that gc's grace period protects it until the
+            # record that now refers to it is written.
+            os.utime(path)
+            return digest
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        publish(write_temp(path, [data], durable=self.durable), path, replace=True)
+        return digest
+
+    def read(self, digest: str, nbytes: int) -> memoryview | mmap.mmap:
+        """The verified bytes of a blob: a private memory map, or a fresh bytearray.
+
+        Raises:
+            BlobError: The blob is missing, of the wrong size, or does not hash to its name.
+        """
+        path = self.path(digest)
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            raise BlobError(digest, "missing") from None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != nbytes:
+                raise BlobError(digest, f"has {size} bytes, {nbytes} expected")
+            if nbytes == 0:
+                return memoryview(b"")
+            data: memoryview | mmap.mmap
+            if self.use_mmap:
+                data = mmap.mmap(handle.fileno(), nbytes, access=mmap.ACCESS_COPY)
+            else:
+                buffer = bytearray(nbytes)
+                view = memoryview(buffer)
+                read = 0
+                while read < nbytes:
+                    chunk = handle.readinto(view[read : read + CHUNK])
+                    if not chunk:
+                        raise BlobError(digest, "is shorter than its size")
+                    read += chunk
+                data = view
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise BlobError(digest, "does not match its checksum")
+        return data
