@@ -3,32 +3,40 @@
 from ._version import __version__
 from .errors import (
     ColumnNotFoundError,
+    CorruptStateError,
     DaggerError,
     ExperimentDefinitionError,
     FormatVersionError,
     GraphvizNotFoundError,
     GraphvizNotInstalledError,
     HashingError,
+    InvalidQueryError,
     MissingPropertyError,
     NotAnExperimentError,
     RecipeResultError,
+    ReservedAttributeError,
     RunError,
     SerializationError,
     StateClassMismatchError,
     StateNotFoundError,
+    StateUnavailableError,
     StoreError,
     UnknownFormatError,
 )
 from .experiment import Experiment
 from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe, function
+from .nodeset import NodeSet
+from .record import Status
 from .runner import Failure, RunReport
-from .state import ExperimentState
+from .state import ExperimentState, StateInfo
+from .store import MemoryStore
 from .store.maintenance import gc, verify
-from .tree import NodeSet, StaticExperimentTree
+from .tree import StaticExperimentTree
 
 __all__ = [
     "ColumnNotFoundError",
+    "CorruptStateError",
     "DaggerError",
     "Experiment",
     "ExperimentDefinitionError",
@@ -40,17 +48,23 @@ __all__ = [
     "GraphvizNotFoundError",
     "GraphvizNotInstalledError",
     "HashingError",
+    "InvalidQueryError",
+    "MemoryStore",
     "MissingPropertyError",
     "NodeSet",
     "NotAnExperimentError",
     "Recipe",
     "RecipeResultError",
+    "ReservedAttributeError",
     "RunError",
     "RunReport",
     "SerializationError",
     "StateClassMismatchError",
+    "StateInfo",
     "StateNotFoundError",
+    "StateUnavailableError",
     "StaticExperimentTree",
+    "Status",
     "StoreError",
     "UnknownFormatError",
     "__version__",

@@ -35,9 +35,9 @@ from .store.maintenance import DEFAULT_MIN_AGE, gc, verify
 if TYPE_CHECKING:
     import pandas
 
-    from .experiment import Experiment
+    from .nodeset import NodeSet
     from .state import ExperimentState
-    from .tree import NodeSet, StaticExperimentTree
+    from .tree import StaticExperimentTree
 
 __all__ = ["build_parser", "main"]
 
@@ -62,57 +62,18 @@ def _gc(args: argparse.Namespace) -> int:
 # -- restoring -------------------------------------------------------------------------------------
 
 
-def _restore(directory: str) -> Experiment:
-    """Restore the experiment in ``directory``, slim.
+def _tree(directory: str) -> StaticExperimentTree:
+    """The stored tree of the experiment in ``directory``, slim.
 
-    Raises:
-        NotAnExperimentError: The folder holds no experiment.
+    Showing, listing and drawing read records only, so the user's code need not be
+    importable: a state class that cannot be imported here gets a stand-in (one warning).
     """
     from .experiment import Experiment
 
-    try:
-        return Experiment.restore(directory)
-    except NotAnExperimentError:
-        stand_in = _stand_in_state_class(directory)
-        if stand_in is None:
-            raise
-        return Experiment.restore(directory, state_class=stand_in)
-
-
-def _tree(directory: str) -> StaticExperimentTree:
-    """The stored tree of the experiment in ``directory``, slim."""
-    tree = _restore(directory).graph
+    tree = Experiment.restore(directory).graph
     if tree is None:  # restore() always builds one; this keeps the type checker informed
         raise NotAnExperimentError(f"`{directory}` holds no experiment tree.", directory=directory)
     return tree
-
-
-def _stand_in_state_class(directory: str) -> type[ExperimentState] | None:
-    """A placeholder for a stored state class that cannot be imported here, or None.
-
-    Showing a tree reads records only, never a payload, so the user's code need not be
-    importable (``dagger show`` run from another folder or environment). None when the
-    folder is not an experiment or the class imports fine (the error was something else).
-    """
-    from .state import ExperimentState, import_class
-    from .store import DirectoryStore
-
-    try:
-        stored_path = str(DirectoryStore(Path(directory).absolute()).read_meta()["state_class"])
-    except (DaggerError, KeyError, TypeError):
-        return None
-    module, _, qualname = stored_path.partition(":")
-    if not qualname:
-        return None
-    try:
-        import_class(stored_path)
-    except Exception:  # whatever importing the user's module raises, it cannot be used here
-        return type(
-            qualname.rsplit(".", 1)[-1],
-            (ExperimentState,),
-            {"__module__": module, "__qualname__": qualname},
-        )
-    return None
 
 
 # -- show ------------------------------------------------------------------------------------------

@@ -15,10 +15,20 @@ dagger::
     ├── StoreError(DaggerError, OSError)               the directory cannot be used as a store
     │   ├── NotAnExperimentError(StoreError)           no experiment.json where one is needed
     │   ├── FormatVersionError(StoreError)             written by a newer dagger
-    │   └── StateClassMismatchError(StoreError)        the stored state class differs
+    │   ├── StateClassMismatchError(StoreError)        the stored state class differs
+    │   └── CorruptStateError(StoreError)              a stored state's files are missing or
+    │                                                  damaged (moved to quarantine/; a run
+    │                                                  recomputes it)
     ├── StateNotFoundError(DaggerError, KeyError)      an id or prefix matches no stored state
+    ├── StateUnavailableError(DaggerError, LookupError)
+    │                                                  a state has no stored content to load
+    │                                                  (it failed, or its files are damaged)
     ├── ColumnNotFoundError(DaggerError, KeyError)     a parameter, property or result name
     │                                                  that no state has
+    ├── InvalidQueryError(DaggerError, TypeError)      a query given the wrong kind of value
+    ├── ReservedAttributeError(DaggerError, AttributeError)
+    │                                                  user code set a name dagger manages on
+    │                                                  a state (``tags``, ``dagger``, ...)
     ├── GraphvizNotInstalledError(DaggerError, ImportError)
     │                                                  drawing without the graphviz package
     ├── GraphvizNotFoundError(DaggerError, RuntimeError)
@@ -36,19 +46,23 @@ from typing import Any
 
 __all__ = [
     "ColumnNotFoundError",
+    "CorruptStateError",
     "DaggerError",
     "ExperimentDefinitionError",
     "FormatVersionError",
     "GraphvizNotFoundError",
     "GraphvizNotInstalledError",
     "HashingError",
+    "InvalidQueryError",
     "MissingPropertyError",
     "NotAnExperimentError",
     "RecipeResultError",
+    "ReservedAttributeError",
     "RunError",
     "SerializationError",
     "StateClassMismatchError",
     "StateNotFoundError",
+    "StateUnavailableError",
     "StoreError",
     "UnknownFormatError",
 ]
@@ -119,8 +133,32 @@ class StateClassMismatchError(StoreError):
     """The state class given differs from the one the experiment was stored with."""
 
 
+class CorruptStateError(StoreError):
+    """A stored state's record or content is missing or does not match its checksum.
+
+    Its files have been moved to ``quarantine/``; the state counts as absent and the next run
+    recomputes it.
+
+    Attributes:
+        state_id: The state's id.
+        reason: What was wrong.
+    """
+
+
 class StateNotFoundError(DaggerError, KeyError):
     """No stored state matches the id or prefix asked for."""
+
+
+class StateUnavailableError(DaggerError, LookupError):
+    """A state has no stored content to load: it failed, or its files are damaged."""
+
+
+class ReservedAttributeError(DaggerError, AttributeError):
+    """User code set (or deleted) an attribute of a state that dagger manages."""
+
+
+class InvalidQueryError(DaggerError, TypeError):
+    """A query (filter, composition of NodeSets) was given the wrong kind of value."""
 
 
 class ColumnNotFoundError(DaggerError, KeyError):

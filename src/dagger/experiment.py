@@ -1,14 +1,15 @@
-"""Experiment: builds the tree of promises, holds tags, and is the entry point of run/restore.
+"""Experiment: the facade users hold. Defines the tree, runs it, gets states, restores it.
 
-It delegates: identities to :mod:`dagger.state` and :mod:`dagger.recipe`, execution to
-:mod:`dagger.runner`, storage to :mod:`dagger.store`, analysis to :mod:`dagger.tree`.
-Constructing an Experiment touches no disk.
+It delegates: ids to :mod:`dagger.identity` (through promises), planning to
+:mod:`dagger.plan`, the walk to :mod:`dagger.runner`, executors to :mod:`dagger.executors`,
+building states to :mod:`dagger.loading`, storage to a :class:`~dagger.store.Store`, analysis
+to :mod:`dagger.tree`. Constructing an Experiment touches no disk.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import functools
 import importlib.metadata
 import logging
 import os
@@ -16,24 +17,21 @@ import platform
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._compat import call_method
+from . import loading, plan
+from ._names import class_path, import_class
 from ._version import __version__
-from .errors import (
-    ExperimentDefinitionError,
-    StateClassMismatchError,
-)
+from .errors import ExperimentDefinitionError, StateClassMismatchError
+from .executors import dispatch
 from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe
+from .record import FORMAT_VERSION, ExperimentMeta, jsonable, now
 from .runner import Runner, RunReport
-from .state import ExperimentState, class_path, import_class
-from .store import CorruptStateError, DirectoryStore
+from .state import ExperimentState
+from .store import DirectoryStore, Store
 from .store.blobs import DEFAULT_THRESHOLD
-from .store.records import FORMAT_VERSION, jsonable
-
-if TYPE_CHECKING:
-    from .tree import StaticExperimentTree
+from .tree import StaticExperimentTree
 
 __all__ = ["Experiment"]
 
@@ -44,7 +42,8 @@ class Experiment:
     """A tree of experiment states stored in one directory.
 
     Args:
-        directory: Where states are stored (created on the first run, with parents).
+        directory: Where states are stored (created on the first run, with parents), or a
+            :class:`~dagger.store.Store` (for example ``dagger.store.MemoryStore()``).
         state_class: The ExperimentState subclass of every state of this experiment.
         durability: ``"safe"`` (default): every write is fsynced. ``"fast"``: writes stay
             atomic but are not fsynced, for scratch experiments.
@@ -57,11 +56,15 @@ class Experiment:
         root: The root promise once :meth:`spawn_new_tree` was called; after
             :meth:`restore`, the root state of the stored tree.
         graph: The :class:`~dagger.tree.StaticExperimentTree` after :meth:`restore`.
+
+    Raises:
+        ExperimentDefinitionError: ``state_class`` is not an ExperimentState subclass, or
+            ``durability`` is not ``"safe"`` or ``"fast"``.
     """
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | Store,
         state_class: type[ExperimentState] = ExperimentState,
         *,
         durability: str = "safe",
@@ -73,11 +76,17 @@ class Experiment:
                 f"{state_class!r}.",
                 value_type=type(state_class).__name__,
             )
-        self.directory = Path(directory).absolute()
+        self.store: Store
+        if isinstance(directory, str | os.PathLike):
+            self.directory: Path | None = Path(directory).absolute()
+            self.store = DirectoryStore(
+                self.directory, durability=durability, blob_threshold=blob_threshold
+            )
+        else:
+            self.store = directory
+            self.directory = getattr(directory, "directory", None)
         self.state_class = state_class
-        self.store = DirectoryStore(
-            self.directory, durability=durability, blob_threshold=blob_threshold
-        )
+        self.stand_in = False
         self.tags: list[str] = []
         self.root: Any = None
         self.experiment_arguments: dict[str, Any] | None = None
@@ -86,7 +95,7 @@ class Experiment:
         self._stored_promises: dict[str, ExperimentStatePromise] = {}
 
     def __repr__(self) -> str:
-        return f"Experiment({str(self.directory)!r}, state_class={self.state_class.__name__})"
+        return f"Experiment({self.store.location!r}, state_class={self.state_class.__name__})"
 
     # -- building the tree ---------------------------------------------------------------------
 
@@ -96,6 +105,9 @@ class Experiment:
 
         Tags are labels, not identity: the same recipe on the same parent under two tag
         contexts is one state that carries both.
+
+        Raises:
+            ExperimentDefinitionError: A tag is not a string.
         """
         flat: list[str] = []
         for tag in tags:
@@ -114,7 +126,7 @@ class Experiment:
         finally:
             self.tags = saved
 
-    def spawn_new_tree(self, **experiment_arguments: Any) -> ExperimentStatePromise:
+    def spawn_new_tree(self, /, **experiment_arguments: Any) -> ExperimentStatePromise:
         """Define the root state (nothing runs yet).
 
         Args:
@@ -124,7 +136,8 @@ class Experiment:
 
         Raises:
             MissingPropertyError: A PROPERTIES value is missing.
-            ExperimentDefinitionError: This Experiment already has a root.
+            ExperimentDefinitionError: This Experiment already has a root, or the state
+                class's ``initialize_state`` cannot take these arguments.
             HashingError: An identity argument cannot be hashed.
         """
         if any(promise.is_root for promise in self._roots):
@@ -134,6 +147,7 @@ class Experiment:
                 "or create another Experiment with another directory for a second tree.",
             )
         self.state_class.check_arguments(experiment_arguments)
+        self.state_class.check_initialize_signature(experiment_arguments)
         promise = ExperimentStatePromise(
             self, None, None, self.tags, arguments=dict(experiment_arguments)
         )
@@ -144,14 +158,23 @@ class Experiment:
         return promise
 
     def add_child(self, parent: ExperimentStatePromise, recipe: Recipe) -> ExperimentStatePromise:
-        """Define the child of ``parent`` produced by ``recipe`` (what ``recipe(parent)`` does)."""
+        """Define the child of ``parent`` produced by ``recipe`` (what ``recipe(parent)`` does).
+
+        The recipe is copied as it is now: changing it afterwards changes neither this
+        child's id nor what runs.
+
+        Raises:
+            ExperimentDefinitionError: ``parent`` belongs to another Experiment, or ``recipe``
+                is not a Recipe.
+            HashingError: A property of the recipe cannot be hashed.
+        """
         self._check_own(parent, f"{type(recipe).__name__}(...)")
         if not isinstance(recipe, Recipe):
             raise ExperimentDefinitionError(
                 f"Only dagger.Recipe instances define children; got a {type(recipe).__name__}.",
                 value_type=type(recipe).__name__,
             )
-        child = ExperimentStatePromise(self, parent, recipe, self.tags)
+        child = ExperimentStatePromise(self, parent, recipe.snapshot(), self.tags)
         child.sha()  # a property that is missing or cannot be hashed is reported here
         parent.children.append(child)
         return child
@@ -163,14 +186,19 @@ class Experiment:
 
     def _check_own(self, promise: ExperimentStatePromise, what: str) -> None:
         if promise.experiment is not self:
+            other = getattr(promise.experiment, "store", None)
             raise ExperimentDefinitionError(
                 f"{what} was applied to a promise of another Experiment "
-                f"({promise.experiment.directory}); this one is {self.directory}. Grow each "
-                "tree from its own Experiment's promises.",
+                f"({getattr(other, 'location', '?')}); this one is {self.store.location}. "
+                "Grow each tree from its own Experiment's promises.",
             )
 
     def promise_of(self, state: ExperimentState) -> ExperimentStatePromise:
-        """A promise standing for a stored state, to grow the tree from it."""
+        """A promise standing for a stored state, to grow the tree from it.
+
+        Raises:
+            ExperimentDefinitionError: The state was never stored.
+        """
         sha = state.sha()
         if sha is None:
             raise ExperimentDefinitionError("This state has no id yet; it was never stored.")
@@ -206,40 +234,56 @@ class Experiment:
             A RunReport: computed, cached, failed, skipped, seconds.
 
         Raises:
-            RunError: Some recipes or functions failed; everything else was stored.
+            RunError: Some recipes or functions failed; everything else was stored. Its
+                ``__cause__`` is the first failure's exception (in this process).
         """
         if not self._roots:
             raise ExperimentDefinitionError(
                 "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
                 "grow it from state.to_promise())."
             )
-        runner = Runner(self, keep_going=keep_going, progress=progress)
-        plan = runner.plan(self._roots)
+        roots = plan.build(self._roots)
         self._prepare_store()
-        runner.survey(plan)
-        return runner.run(plan, executor)
+        failed_before = plan.survey(roots, self.store)
+        runner = self._runner(keep_going, progress, failed_before)
+        strategy = None if executor is None else functools.partial(dispatch, executor=executor)
+        return runner.run(roots, strategy)
+
+    def _runner(self, keep_going: bool, progress: bool | None, failed_before: set[str]) -> Runner:
+        return Runner(
+            self.store,
+            self.state_class,
+            self,
+            keep_going=keep_going,
+            progress=progress,
+            failed_before=failed_before,
+        )
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:
-        """Compute (or load) one state and what lies on its path; return it fully loaded."""
+        """Compute (or load) one state and what lies on its path; return it fully loaded.
+
+        Raises:
+            RunError: The state (or one on its path) failed.
+        """
         self._check_own(promise, "get()")
         path: list[ExperimentStatePromise] = []
         cursor: ExperimentStatePromise | None = promise
         while cursor is not None:
             path.append(cursor)
             cursor = cursor.parent
-        runner = Runner(self, keep_going=False, progress=False)
-        plan = runner.plan([path[-1]], path={id(p) for p in path})
-        target = plan[0]
+        roots = plan.build([path[-1]], path={id(p) for p in path})
+        target = roots[0]
         while target.children:
             target = target.children[0]
         target.keep = True
         self._prepare_store()
-        runner.survey(plan)
-        runner.run(plan)
+        failed_before = plan.survey(roots, self.store)
+        runner = self._runner(False, False, failed_before)
+        runner.run(roots)
         return runner.kept[target.sha]
 
     def _prepare_store(self) -> None:
-        """Check the folder against this experiment; write experiment.json when it is new.
+        """Check the store against this experiment; write experiment.json when it is new.
 
         A rerun of a known tree reads experiment.json once and writes nothing.
         """
@@ -248,47 +292,35 @@ class Experiment:
         if self.store.exists():
             stored = self.store.read_meta()
             self._check_state_class(stored)
-            if all(sha in stored.get("roots", []) for sha in roots):
+            if all(sha in stored.roots for sha in roots):
                 return
         self.store.prepare(
-            {
-                "format": FORMAT_VERSION,
-                "roots": roots,
-                "state_class": class_path(self.state_class),
-                "experiment_arguments": jsonable(self.experiment_arguments or {}),
-                "dagger_version": __version__,
-                "python_version": platform.python_version(),
-                "torch_version": _torch_version(),
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            }
+            ExperimentMeta(
+                format=FORMAT_VERSION,
+                roots=tuple(roots),
+                state_class=class_path(self.state_class),
+                experiment_arguments=jsonable(self.experiment_arguments or {}),
+                dagger_version=__version__,
+                python_version=platform.python_version(),
+                torch_version=_torch_version(),
+                created=now(),
+            )
         )
 
-    def _check_state_class(self, stored: dict[str, Any]) -> None:
-        stored_path = stored.get("state_class", "")
+    def _check_state_class(self, stored: ExperimentMeta) -> None:
+        if self.stand_in:
+            return
+        stored_path = stored.state_class
         if stored_path.partition(":")[2] != self.state_class.__qualname__:
             raise StateClassMismatchError(
-                f"`{self.directory}` holds states of class `{stored_path}`, but this Experiment "
-                f"was given `{class_path(self.state_class)}`. Pass state_class="
+                f"`{self.store.location}` holds states of class `{stored_path}`, but this "
+                f"Experiment was given `{class_path(self.state_class)}`. Pass state_class="
                 f"{stored_path.partition(':')[2]}, or use another directory for this one.",
                 stored=stored_path,
                 given=class_path(self.state_class),
             )
 
     # -- loading -------------------------------------------------------------------------------
-
-    def new_root_state(
-        self, sha: str, arguments: dict[str, Any], tags: list[str]
-    ) -> ExperimentState:
-        """Create and initialise a root state (used by the runner)."""
-        state = self.state_class()
-        state._adopt(self, sha, None, list(tags), None)
-        for name in self.state_class.PROPERTIES:
-            setattr(state, name, arguments[name])
-        for name in self.state_class.NONHASHED_ATTRIBUTES:
-            if name in arguments:
-                setattr(state, name, arguments[name])
-        call_method(state, "initialize_state", **arguments)
-        return state
 
     def load_state(self, sha: str, map_location: Any = None) -> ExperimentState | None:
         """Load a stored state fully (None, with one warning, if it is missing or corrupt).
@@ -299,47 +331,24 @@ class Experiment:
                 from saved to wanted location, or a function. Default: where they were
                 saved if that device exists here, else the CPU.
         """
-        try:
-            state = self.store.load(sha, self.state_class, map_location)
-        except CorruptStateError:
-            return None
-        record = self.store.read_record(sha) or {"id": sha}
-        notes = self.store.read_notes(sha)
-        state._apply_record(self, record, notes, self.store.results_view(sha, notes))
-        state.slim_loaded = False
-        state.from_cache = True
-        for hook in list(getattr(state, "load_post_hooks", [])):
-            hook()
-        return state
+        return loading.load_state(
+            self.store, sha, self.state_class, owner=self, map_location=map_location
+        )
 
     def load_root(self, start: str | None = None) -> ExperimentState | None:
-        """The root of the tree holding state ``start``, fully loaded (a fresh object).
-
-        The root is found by following the stored records' parents, so this works in a
-        worker process and in an experiment directory with several roots.
-        """
-        sha = start
-        if sha is None:
+        """The root of the tree holding state ``start``, fully loaded (a fresh object)."""
+        if start is None:
             if self.root is None:
                 return None
-            sha = self.root.sha()
-        seen: set[str] = set()
-        while sha is not None and sha not in seen:
-            seen.add(sha)
-            record = self.store.read_record(sha)
-            if record is None:
-                return None
-            if record.get("parent") is None:
-                return self.load_state(sha)
-            sha = record["parent"]
-        return None
+            start = self.root.sha()
+        return loading.load_root(self.store, start, self.state_class, owner=self)
 
     # -- restoring -----------------------------------------------------------------------------
 
     @classmethod
     def restore(
         cls,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | Store,
         state_class: type[ExperimentState] | None = None,
         *,
         durability: str = "safe",
@@ -348,8 +357,11 @@ class Experiment:
         """Reload a stored experiment in slim form: records only, no payload is read.
 
         Args:
-            directory: The experiment's folder.
-            state_class: The state class; imported from experiment.json when not given.
+            directory: The experiment's folder (or its store).
+            state_class: The state class; imported from experiment.json when not given. If
+                it cannot be imported (it was defined in a script or notebook, or its module
+                fails to import here), a stand-in is used for the slim states, with one
+                warning; a full load brings the real class back from the payload.
 
         Returns:
             An Experiment whose ``graph`` is the StaticExperimentTree of the stored states.
@@ -360,34 +372,48 @@ class Experiment:
             FormatVersionError: It was written by a newer dagger.
             StateClassMismatchError: ``state_class`` differs from the stored class.
         """
-        from .tree import StaticExperimentTree
-
-        store = DirectoryStore(
-            Path(directory).absolute(), durability=durability, blob_threshold=blob_threshold
-        )
-        meta = store.read_meta()
-        stored_path = meta.get("state_class", "")
-        stand_in = False
-        if state_class is None:
-            try:
-                state_class = import_class(stored_path)
-            except (ImportError, AttributeError, ValueError, TypeError) as error:
-                # A class defined in a script or notebook (__main__) cannot be imported here.
-                # Slim states need nothing of it, and each payload carries the class by
-                # value, so a fully loaded state gets its real class back.
-                logger.debug("state class %s not importable (%s)", stored_path, error)
-                state_class, stand_in = ExperimentState, True
         experiment = cls(
-            directory, state_class, durability=durability, blob_threshold=blob_threshold
+            directory,
+            state_class or ExperimentState,
+            durability=durability,
+            blob_threshold=blob_threshold,
         )
-        experiment.store = store
-        if not stand_in:
-            experiment._check_state_class(meta)
-        experiment.experiment_arguments = meta.get("experiment_arguments")
-        experiment.graph = StaticExperimentTree.from_store(experiment, store.slim_entries())
+        meta = experiment.store.read_meta()
+        if state_class is None:
+            experiment.state_class, experiment.stand_in = _stored_class(meta.state_class)
+        experiment._check_state_class(meta)
+        experiment.experiment_arguments = meta.experiment_arguments
+        experiment.graph = StaticExperimentTree.from_store(
+            experiment, experiment.state_class, experiment.store, experiment.store.slim_entries()
+        )
         if len(experiment.graph.roots) == 1:
             experiment.root = experiment.graph.roots[0]
         return experiment
+
+
+def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
+    """The stored state class, or a stand-in named like it if it cannot be imported here."""
+    try:
+        found = import_class(stored_path)
+        if issubclass(found, ExperimentState):
+            return found, False
+        reason = "it is not an ExperimentState subclass"
+    except (Exception, SystemExit) as error:  # whatever the user's module raises at import
+        reason = f"{type(error).__name__}: {error}"
+    module, _, qualname = stored_path.partition(":")
+    if module != "__main__":
+        logger.warning(
+            "The state class %s cannot be imported here (%s); slim states work, and a full "
+            "load brings the class back from the stored state.",
+            stored_path,
+            reason,
+        )
+    stand_in = type(
+        qualname.rsplit(".", 1)[-1] or "ExperimentState",
+        (ExperimentState,),
+        {"__module__": module or __name__, "__qualname__": qualname or "ExperimentState"},
+    )
+    return stand_in, True
 
 
 def _torch_version() -> str | None:

@@ -1,41 +1,56 @@
 """ExperimentStatePromise: a lazy node of the tree, before it is computed.
 
-A promise is its parent promise, the recipe applied to it, and the tags active when it was
-defined. Building promises touches no disk and runs nothing; :meth:`sha` hashes how the state
-will be produced, :meth:`get` computes (or loads) just this state and the ones on its path.
+A promise is its parent promise, the recipe applied to it (a snapshot taken when it was
+applied), and the tags active when it was defined. Building promises touches no disk and runs
+nothing; :meth:`sha` hashes how the state will be produced, :meth:`get` computes (or loads)
+just this state and the ones on its path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import ExperimentDefinitionError
-from .recipe import child_sha
+from .recipe import Function, Growable, Recipe, child_sha
+from .record import RecipeInfo
+from .state import ExperimentState
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
-    from .recipe import Function, Recipe, RecipeInfo
-    from .state import ExperimentState
-
-__all__ = ["ExperimentStatePromise", "as_promise"]
+__all__ = ["ExperimentStatePromise", "TreeBuilder"]
 
 
-class ExperimentStatePromise:
+class TreeBuilder(Protocol):
+    """What a promise needs from the experiment that defines it (an Experiment provides it)."""
+
+    state_class: type[ExperimentState]
+
+    def add_child(
+        self, parent: ExperimentStatePromise, recipe: Recipe
+    ) -> ExperimentStatePromise: ...
+
+    def add_function(self, promise: ExperimentStatePromise, function: Function) -> None: ...
+
+    def get(self, promise: ExperimentStatePromise) -> ExperimentState: ...
+
+
+class ExperimentStatePromise(Growable):
     """A state the experiment will produce.
 
     Attributes:
         experiment: The Experiment this promise belongs to.
         parent: The parent promise (None for a root or for a stored state grown again).
-        recipe: The recipe producing this state from the parent (None for a root).
+        recipe: The recipe producing this state from the parent (None for a root): the
+            snapshot taken when it was applied.
         tags: Tags active when the promise was defined.
+        arguments: A root's ``spawn_new_tree`` arguments (None otherwise).
         children: Promises defined from this one, in the order they were defined.
         functions: Functions to run on the state once it exists.
+        stored: Whether the promise stands for an already stored state (grown again after a
+            restore), whose recipe this process does not know.
     """
 
     def __init__(
         self,
-        experiment: Experiment,
+        experiment: TreeBuilder,
         parent: ExperimentStatePromise | None,
         recipe: Recipe | None,
         tags: Iterable[str],
@@ -56,7 +71,7 @@ class ExperimentStatePromise:
         self.stored = known_sha is not None
 
     @property
-    def experiment_object(self) -> Experiment:
+    def experiment_object(self) -> TreeBuilder:
         """The seed's name for :attr:`experiment`."""
         return self.experiment
 
@@ -88,6 +103,15 @@ class ExperimentStatePromise:
             self._info = self.recipe.info(self._identity)
         return self._info
 
+    def add_child(self, recipe: Recipe) -> ExperimentStatePromise:
+        """Define the child ``recipe`` produces from this state (what ``recipe(self)`` does)."""
+        return self.experiment.add_child(self, recipe)
+
+    def add_function(self, function: Function) -> ExperimentStatePromise:
+        """Run ``function`` on this state during the next run (what ``function(self)`` does)."""
+        self.experiment.add_function(self, function)
+        return self
+
     def get(self) -> ExperimentState:
         """Compute (or load) this state and only what lies on its path; return it fully loaded."""
         return self.experiment.get(self)
@@ -96,19 +120,3 @@ class ExperimentStatePromise:
         what = "root" if self.is_root else repr(self.recipe) if self.recipe else "stored"
         sha = self._sha[:12] if self._sha else "?"
         return f"ExperimentStatePromise({what}, sha={sha}, tags={list(self.tags)})"
-
-
-def as_promise(target: Any, what: str) -> ExperimentStatePromise:
-    """The promise to grow from ``target``: a promise, or a state of a restored experiment."""
-    if isinstance(target, ExperimentStatePromise):
-        return target
-    from .state import ExperimentState
-
-    if isinstance(target, ExperimentState) and target.experiment_object is not None:
-        return target.to_promise()
-    raise ExperimentDefinitionError(
-        f"{what} was applied to a `{type(target).__name__}`. Apply recipes and functions to "
-        "the promise returned by spawn_new_tree() or by another recipe, or to a state of a "
-        "restored experiment.",
-        value_type=type(target).__name__,
-    )

@@ -2,54 +2,53 @@
 
 A recipe's identity is its class's qualified name, its code (a fingerprint of the methods it
 defines below :class:`Recipe`, ``run`` included wherever it comes from, or its ``VERSION``) and
-the canonical values of its PROPERTIES. A child's id hashes its parent's id with that identity.
+the canonical values of its PROPERTIES (:mod:`dagger.identity`). Applying a recipe keeps a
+snapshot of it, so changing the recipe object afterwards changes neither the id nor what runs.
 """
 
 from __future__ import annotations
 
-import functools
-import types
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+import copy
+import logging
+from typing import Any, ClassVar
 
 from .errors import ExperimentDefinitionError
-from .fingerprint import class_fingerprint, function_fingerprint
-from .hashing import digest, encode, register
-from .store.records import jsonable
+from .hashing import register
+from .identity import child_id, function_code_identity, recipe_code_identity
+from .record import RecipeInfo, jsonable
+from .state import ExperimentState
 
-if TYPE_CHECKING:
-    from .promise import ExperimentStatePromise
-    from .state import ExperimentState
+__all__ = ["Function", "Growable", "Recipe", "child_sha", "function"]
 
-__all__ = ["Function", "Recipe", "RecipeInfo", "child_sha", "function"]
+logger = logging.getLogger("dagger")
+
+Identity = tuple[str, str, dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class RecipeInfo:
-    """What a state's record says about the recipe that produced it."""
+class Growable:
+    """A node the tree can grow from (a promise); recipes and functions are applied to it."""
 
-    name: str
-    module: str
-    params: dict[str, Any] = field(default_factory=dict)
-    code: str = ""
+    def add_child(self, recipe: Recipe) -> Any:
+        """Define the child that ``recipe`` produces from this node."""
+        raise NotImplementedError
 
-    def to_record(self) -> dict[str, Any]:
-        return {"class": self.name, "module": self.module, "params": self.params, "code": self.code}
+    def add_function(self, function: Function) -> Any:
+        """Run ``function`` on this node's state during the next run."""
+        raise NotImplementedError
 
-    @classmethod
-    def from_record(cls, recipe: dict[str, Any] | None) -> RecipeInfo | None:
-        if not recipe:
-            return None
-        return cls(
-            recipe["class"],
-            recipe.get("module", ""),
-            recipe.get("params", {}),
-            recipe.get("code", ""),
-        )
 
-    def __str__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
-        return f"{self.name}({params})"
+def _growable(target: Any, what: str) -> Growable:
+    """The node to grow from: a promise, or a state of a restored experiment."""
+    if isinstance(target, ExperimentState) and target.experiment_object is not None:
+        target = target.to_promise()
+    if isinstance(target, Growable):
+        return target
+    raise ExperimentDefinitionError(
+        f"{what} was applied to a `{type(target).__name__}`. Apply recipes and functions to "
+        "the promise returned by spawn_new_tree() or by another recipe, or to a state of a "
+        "restored experiment.",
+        value_type=type(target).__name__,
+    )
 
 
 class Recipe:
@@ -70,12 +69,10 @@ class Recipe:
     PROPERTIES: ClassVar[list[str] | None] = None
     VERSION: ClassVar[str | None] = None
 
-    def __call__(self, parent: ExperimentStatePromise | ExperimentState) -> ExperimentStatePromise:
-        """Define the child of ``parent`` that this recipe produces (nothing runs yet)."""
-        from .promise import as_promise
-
-        promise = as_promise(parent, f"{type(self).__name__}(...)")
-        return promise.experiment.add_child(promise, self)
+    def __call__(self, parent: Any) -> Any:
+        """Define the child of ``parent`` (a promise, or a restored state) that this recipe
+        produces; nothing runs yet. Returns the child's promise."""
+        return _growable(parent, f"{type(self).__name__}(...)").add_child(self)
 
     def run(self, state: ExperimentState) -> ExperimentState:
         """Mutate ``state`` (a copy of the parent, or the parent itself) and return it."""
@@ -87,13 +84,18 @@ class Recipe:
     # -- identity ------------------------------------------------------------------------------
 
     def property_names(self) -> list[str]:
+        """The names of the attributes that make up the recipe's identity."""
         declared = type(self).PROPERTIES
         if declared is not None:
             return list(declared)
         return sorted(name for name in vars(self) if not name.startswith("_"))
 
     def properties(self) -> dict[str, Any]:
-        """The values that make up the recipe's identity, by name."""
+        """The values that make up the recipe's identity, by name.
+
+        Raises:
+            ExperimentDefinitionError: A declared property is not an attribute.
+        """
         values = {}
         for name in self.property_names():
             try:
@@ -110,19 +112,36 @@ class Recipe:
 
     @classmethod
     def code_identity(cls) -> str:
-        if cls.VERSION is not None:
-            return f"version:{cls.VERSION}"
-        return "code:" + class_fingerprint(cls, _recipe_base(cls), always=("run",))
+        """``version:<VERSION>`` or ``code:<fingerprint>`` of the recipe class."""
+        return recipe_code_identity(cls, Function if issubclass(cls, Function) else Recipe)
 
-    def identity(self) -> tuple[str, str, dict[str, Any]]:
+    def identity(self) -> Identity:
         """``(qualified class name, code identity, property values)``."""
         return (type(self).__qualname__, type(self).code_identity(), self.properties())
 
-    def info(self, identity: tuple[str, str, dict[str, Any]] | None = None) -> RecipeInfo:
+    def info(self, identity: Identity | None = None) -> RecipeInfo:
         """The recipe as its states' records describe it (from ``identity`` if given)."""
         name, code, properties = identity or self.identity()
         params = {key: jsonable(value) for key, value in properties.items()}
         return RecipeInfo(name, type(self).__module__, params, code)
+
+    def snapshot(self) -> Recipe:
+        """An independent copy, taken when the recipe is applied: what will run.
+
+        Falls back to a shallow copy (with a warning) for a recipe holding something that
+        cannot be deep-copied.
+        """
+        try:
+            return copy.deepcopy(self)
+        except Exception as error:
+            logger.warning(
+                "Recipe %s cannot be deep-copied (%s: %s); a shallow copy is kept, so changing "
+                "objects inside it after it was applied would change what runs.",
+                type(self).__name__,
+                type(error).__name__,
+                error,
+            )
+            return copy.copy(self)
 
     def __repr__(self) -> str:
         try:
@@ -132,13 +151,7 @@ class Recipe:
         return f"{type(self).__name__}({params})"
 
 
-def _recipe_base(cls: type) -> type:
-    return Function if issubclass(cls, Function) else Recipe
-
-
-def child_sha(
-    parent_sha: str, recipe: Recipe, identity: tuple[str, str, dict[str, Any]] | None = None
-) -> str:
+def child_sha(parent_sha: str, recipe: Recipe, identity: Identity | None = None) -> str:
     """The id of the state ``recipe`` produces from the state ``parent_sha``.
 
     Args:
@@ -150,23 +163,10 @@ def child_sha(
         HashingError: A property cannot be hashed; the message names the recipe and property.
     """
     name, code, properties = identity or recipe.identity()
-    kind = type(recipe).__name__
-    encoded = {
-        key: encode(
-            value,
-            what=f"Recipe `{kind}` property `{key}`",
-            fix=(
-                f"Declare PROPERTIES without `{key}` (a name starting with `_` is never part "
-                "of the identity), pass a plain value that describes it instead, or register "
-                "an encoder with `dagger.hashing.register`."
-            ),
-        )
-        for key, value in properties.items()
-    }
-    return digest("child", parent_sha, name, code, encoded)
+    return child_id(parent_sha, name, code, properties, kind=type(recipe).__name__)
 
 
-def _encode_recipe(recipe: Recipe) -> tuple[Any, ...]:
+def _encode_recipe(recipe: Recipe) -> Identity:
     return recipe.identity()
 
 
@@ -183,6 +183,9 @@ class Function:
     Args:
         op: ``op(state) -> result``; it must not modify the state.
         name: The name of the result (default: ``op.__name__``).
+
+    Raises:
+        ExperimentDefinitionError: ``op`` is not callable.
     """
 
     def __init__(self, op: Any, name: str | None = None) -> None:
@@ -195,24 +198,16 @@ class Function:
         default = getattr(op, "__name__", type(op).__name__)
         self.name = name or ("lambda" if default == "<lambda>" else default)
 
-    def __call__(self, target: ExperimentStatePromise | ExperimentState) -> ExperimentStatePromise:
-        from .promise import as_promise
-
-        promise = as_promise(target, f"Function({self.name})")
-        promise.experiment.add_function(promise, self)
+    def __call__(self, target: Any) -> Any:
+        """Run this analysis on ``target``'s state (a promise or a restored state) during the
+        next run. Returns the promise it was applied to."""
+        promise = _growable(target, f"Function({self.name})")
+        promise.add_function(self)
         return promise
 
     def code_identity(self) -> str:
         """Identity of the analysis: its op's name and code (and partial arguments)."""
-        op = self.op
-        if isinstance(op, types.MethodType):
-            op = op.__func__
-        described: Any
-        if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
-            described, code = op, function_fingerprint(op)
-        else:  # a callable object: its class and the code of its __call__
-            described, code = type(op), function_fingerprint(type(op).__call__)
-        return digest("function", described, code, what=f"Function `{self.name}`")
+        return function_code_identity(self.op, self.name)
 
     def __repr__(self) -> str:
         return f"Function({self.name})"

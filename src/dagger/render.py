@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import GraphvizNotFoundError, GraphvizNotInstalledError, UnknownFormatError
+from .store import Results
 
 if TYPE_CHECKING:
     import os
@@ -137,7 +138,7 @@ def _step_name(state: ExperimentState) -> str:
 
 def _step_params(state: ExperimentState) -> list[str]:
     """``name=value`` for the recipe's parameters, or for a root's properties."""
-    values = state.recipe.params if state.recipe is not None else state.properties
+    values = state.recipe.params if state.recipe is not None else state.dagger.properties
     # Parameters are part of the identity: shown by repr, not rounded like results.
     return [f"{name}={_shorten(repr(value), VALUE_WIDTH)}" for name, value in values.items()]
 
@@ -150,11 +151,11 @@ def _step(state: ExperimentState) -> str:
 
 def _error(state: ExperimentState) -> str | None:
     """``Type: first line of the message`` for a failed state, else None."""
-    if state.status != "failed":
+    if state.dagger.status != "failed":
         return None
-    error = (state.record or {}).get("error") or {}
-    kind = str(error.get("type") or "Error")
-    message = str(error.get("message") or "").strip().splitlines()
+    error = state.dagger.error
+    kind = error.type if error is not None else "Error"
+    message = (error.message if error is not None else "").strip().splitlines()
     return _shorten(f"{kind}: {message[0]}" if message else kind, MESSAGE_WIDTH)
 
 
@@ -164,14 +165,13 @@ def _results(state: ExperimentState) -> tuple[list[tuple[str, str]], int]:
     Plain JSON values are shown formatted, one level of a dict flattened to ``name.key``;
     other values by the short repr stored with them. Nothing is loaded.
     """
-    results = state.results
+    results = state.dagger.results
     items: list[tuple[str, str]] = []
     for name in results:
-        entry = _entry(results, name)
-        if "value" not in entry:
-            items.append((name, _shorten(str(entry.get("repr", "?")), VALUE_WIDTH)))
+        inline, value = _summary(results, name)
+        if not inline:
+            items.append((name, _shorten(str(value or "?"), VALUE_WIDTH)))
             continue
-        value = entry["value"]
         if isinstance(value, dict) and value and all(isinstance(key, str) for key in value):
             items.extend((f"{name}.{key}", format_value(item)) for key, item in value.items())
         else:
@@ -179,23 +179,22 @@ def _results(state: ExperimentState) -> tuple[list[tuple[str, str]], int]:
     return items[:MAX_RESULTS], max(len(items) - MAX_RESULTS, 0)
 
 
-def _entry(results: Mapping[str, Any], name: str) -> dict[str, Any]:
-    # A restored state's Results knows the stored entry (value or repr) without loading;
-    # a state of a live run holds plain values.
-    entry = getattr(results, "entry", None)
-    if callable(entry):
-        found = entry(name)
-        if isinstance(found, dict):
-            return found
-    return {"value": results[name]}
+def _summary(results: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """``(True, value)`` for a plain value, ``(False, short repr)`` for one in a side file.
+
+    A state's Results knows the recorded entry without loading anything; a plain mapping
+    (a state of a live run) holds values.
+    """
+    if isinstance(results, Results):
+        entry = results.entry(name)
+        return entry.inline, entry.summary()
+    return True, results[name]
 
 
 def _function_errors(state: ExperimentState) -> list[tuple[str, str]]:
     """``(function name, error type)`` for each recorded Function that failed on the state."""
-    errors = getattr(state.results, "errors", None) or {}
-    return [
-        (name, str((error or {}).get("type") or "Error")) for name, error in sorted(errors.items())
-    ]
+    errors = getattr(state.dagger.results, "errors", None) or {}
+    return [(name, error.type or "Error") for name, error in sorted(errors.items())]
 
 
 def state_line(state: ExperimentState) -> str:
@@ -209,10 +208,10 @@ def state_line(state: ExperimentState) -> str:
     error = _error(state)
     if error is not None:
         parts.append(f"FAILED {error}")
-    elif state.status == "missing":
+    elif state.dagger.status == "missing":
         parts.append("missing (payload file gone; a run recomputes it)")
     else:
-        parts.append(str(state.status))
+        parts.append(str(state.dagger.status))
     shown, hidden = _results(state)
     if shown:
         parts.append(", ".join(f"{name}={value}" for name, value in shown))
@@ -287,7 +286,8 @@ def _count_below(tree: StaticExperimentTree, sha: str) -> int:
 def _status_counts(states: Iterable[ExperimentState]) -> str:
     counts: dict[str, int] = {}
     for state in states:
-        counts[state.status] = counts.get(state.status, 0) + 1
+        status = str(state.dagger.status)
+        counts[status] = counts.get(status, 0) + 1
     total = sum(counts.values())
     noun = "state" if total == 1 else "states"
     if not counts:
@@ -328,11 +328,11 @@ def _html_label(state: ExperimentState) -> str:
     else:
         rows.append(name)
         rows.extend(_escape(param) for param in params)
-    status_color = _FAILED_COLOR if state.status == "failed" else _MUTED_COLOR
+    status_color = _FAILED_COLOR if state.dagger.status == "failed" else _MUTED_COLOR
     rows.append(
         f'<FONT FACE="Courier" POINT-SIZE="9" COLOR="{_MUTED_COLOR}">'
         f"{_escape(_short_id(state))}</FONT>"
-        f'<FONT COLOR="{status_color}">  {_escape(str(state.status))}</FONT>'
+        f'<FONT COLOR="{status_color}">  {_escape(str(state.dagger.status))}</FONT>'
     )
     if state.tags:
         rows.append(f'<FONT COLOR="{_TAG_COLOR}"><I>{_escape(", ".join(state.tags))}</I></FONT>')
@@ -353,14 +353,14 @@ def _html_label(state: ExperimentState) -> str:
 
 def _style(state: ExperimentState) -> dict[str, str]:
     """Node attributes by status: failed states red and heavier, missing ones dashed."""
-    if state.status == "failed":
+    if state.dagger.status == "failed":
         return {
             "style": "rounded,filled,bold",
             "color": _FAILED_COLOR,
             "fillcolor": "#fde8ea",
             "penwidth": "2",
         }
-    if state.status == "missing":
+    if state.dagger.status == "missing":
         return {"style": "rounded,dashed", "color": "#888888", "fontcolor": "#555555"}
     fill = "#e8eef7" if state.recipe is None else "#f7f7f7"
     return {"style": "rounded,filled", "color": "#444444", "fillcolor": fill}
@@ -368,9 +368,8 @@ def _style(state: ExperimentState) -> dict[str, str]:
 
 def _tooltip(state: ExperimentState) -> str:
     # Shown on hover in SVG (notebooks): the full id, and the error of a failed state.
-    error = (state.record or {}).get("error") or {}
-    message = str(error.get("message") or "")
-    return (state.sha() or "") + (f"\n{error.get('type')}: {message}" if error else "")
+    error = state.dagger.error
+    return (state.sha() or "") + (f"\n{error.type}: {error.message}" if error else "")
 
 
 def to_graphviz(
@@ -414,7 +413,7 @@ def to_graphviz(
     # Siblings in the order they were created, so that a redraw puts them in the same place.
     for parent in sorted(tree.edge_map, key=lambda sha: order.get(sha, 0)):
         for child in _children(tree, order, parent):
-            failed = tree.node_map[child].status == "failed"
+            failed = tree.node_map[child].dagger.status == "failed"
             graph.edge(parent, child, **({"color": _FAILED_COLOR} if failed else {}))
     return graph
 

@@ -1,59 +1,172 @@
-"""ExperimentState: one point of an experiment, its identity as a root, slim and full forms.
+"""ExperimentState: one point of an experiment, and dagger's facts about it.
 
-A state is an ordinary object: whatever a recipe sets on it (a model, an optimizer, metrics) is
-stored with it. Besides that it carries bookkeeping that dagger fills in and keeps in the slim
-record, not in the pickled payload: its id (:meth:`sha`), ``parent_sha``, ``tags``, ``recipe``,
-``status``, ``results``; and, in a restored tree, ``parent`` and ``children``.
+A state is an ordinary object: whatever the user's code sets on it (a model, an optimizer,
+metrics, an attribute called ``results`` or ``depth``) is the user's and is stored with it.
+dagger keeps its own facts about the state apart, in one place: ``state.dagger``, a
+:class:`StateInfo` (its id, status, record, recorded Function results, depth, parent and
+children in a restored tree). The seed's documented names stay as they were: ``sha()``,
+``parent_sha``, ``tags``, ``recipe``, ``experiment_object``, ``slim_loaded``, ``from_cache``,
+``root_state`` and the hook lists; they read through to ``state.dagger``.
 
-A *slim* state (``slim_loaded`` is True) holds only the bookkeeping; :meth:`restore` loads the
+Those names, and the methods below, are reserved: setting one from user code raises
+:class:`~dagger.errors.ReservedAttributeError` at once, naming the alternative.
+
+A *slim* state (``slim_loaded`` is True) holds only dagger's facts; :meth:`restore` loads the
 rest from the store, :meth:`deflate` drops it again, :meth:`lazy_load` does both around a block.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import types
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from .errors import MissingPropertyError
-from .fingerprint import function_fingerprint
-from .hashing import digest, encode
+from ._names import short_id
+from .errors import (
+    ExperimentDefinitionError,
+    MissingPropertyError,
+    ReservedAttributeError,
+    StateUnavailableError,
+)
+from .identity import root_id
+from .record import Notes, RecipeInfo, StateRecord, Status
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
-    from .promise import ExperimentStatePromise
-
-__all__ = ["BOOKKEEPING", "ExperimentState", "class_path", "import_class"]
+__all__ = [
+    "HOOKS",
+    "RESERVED",
+    "ExperimentState",
+    "StateInfo",
+    "StateOwner",
+    "adopt",
+    "apply_record",
+]
 
 logger = logging.getLogger("dagger")
 
-# Attributes dagger manages. They are rebuilt from the record on load and never pickled.
-BOOKKEEPING = frozenset(
-    {
-        "_sha",
-        "parent_sha",
-        "tags",
-        "slim_loaded",
-        "from_cache",
-        "root_state",
-        "recipe",
-        "status",
-        "results",
-        "properties",
-        "record",
-        "experiment_object",
-        "parent",
+#: The hook lists a state carries (stored with it, like the original dagger's).
+HOOKS = ("save_pre_hooks", "save_post_hooks", "load_post_hooks")
+
+# Where a state keeps its StateInfo (never pickled, never shown to the user's attributes).
+_INFO = "__dagger__"
+
+
+class StateOwner(Protocol):
+    """What a state needs from the experiment it belongs to (an Experiment provides it).
+
+    Declared here, below the experiment, so that a state can load itself, find its root and
+    become a promise again without this module importing the experiment.
+    """
+
+    def load_state(self, sha: str, map_location: Any = None) -> ExperimentState | None: ...
+
+    def load_root(self, start: str | None = None) -> ExperimentState | None: ...
+
+    def promise_of(self, state: ExperimentState) -> Any: ...
+
+
+class StateInfo:
+    """dagger's facts about one state: ``state.dagger``.
+
+    Attributes:
+        id: The state's id (None before it is part of a tree).
+        parent_id: The parent's id (None for a root).
+        status: A :class:`~dagger.record.Status`: pending, running, done, failed or missing.
+        record: The stored record (None before the state is stored).
+        notes: Tags gained and Function results recorded after it was stored.
+        results: Recorded Function results by name: ``state.dagger.results["evaluate"]``.
+            Plain values are read from the record; other values load on first access.
+        properties: The state class's PROPERTIES values as recorded.
+        depth: Steps below its root in a restored tree (None elsewhere).
+        parent: The parent state in a restored tree (None for a root or elsewhere).
+        children: The child states in a restored tree, in the order they were created.
+        experiment: The experiment the state belongs to (``experiment_object``).
+        tags: The state's tags (``state.tags``).
+        recipe: How the recipe that made it is recorded (``state.recipe``), None for a root.
+        root: Whether it is a root (``state.root_state``).
+        slim: Whether only these facts are loaded (``state.slim_loaded``).
+        from_cache: Whether its content was loaded from the store (``state.from_cache``).
+    """
+
+    __slots__ = (
         "children",
         "depth",
-    }
-)
+        "experiment",
+        "from_cache",
+        "id",
+        "notes",
+        "parent",
+        "parent_id",
+        "properties",
+        "recipe",
+        "record",
+        "results",
+        "root",
+        "slim",
+        "status",
+        "tags",
+    )
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.parent_id: str | None = None
+        self.status: Status = Status.PENDING
+        self.record: StateRecord | None = None
+        self.notes: Notes = Notes()
+        self.results: Mapping[str, Any] = {}
+        self.properties: dict[str, Any] = {}
+        self.depth: int | None = None
+        self.parent: ExperimentState | None = None
+        self.children: list[ExperimentState] = []
+        self.experiment: Any = None
+        self.tags: list[str] = []
+        self.recipe: Any = None
+        self.root = False
+        self.slim = False
+        self.from_cache = False
+
+    @property
+    def error(self) -> Any:
+        """Why the state failed (a :class:`~dagger.record.ErrorInfo`), or None."""
+        return self.record.error if self.record is not None else None
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the recipe that made it, in seconds (None if not recorded)."""
+        return self.record.seconds if self.record is not None else None
+
+    @property
+    def created(self) -> str | None:
+        """When it was computed (ISO 8601, UTC), or None."""
+        return self.record.created if self.record is not None else None
+
+    def __repr__(self) -> str:
+        return f"StateInfo(id={short_id(self.id)}, status={self.status.value}, depth={self.depth})"
+
+
+def _info(state: ExperimentState) -> StateInfo:
+    found = state.__dict__.get(_INFO)
+    if found is None:
+        found = state.__dict__[_INFO] = StateInfo()
+    return found
+
+
+def _reads_info(name: str, attribute: str, doc: str) -> property:
+    def get(self: ExperimentState) -> Any:
+        return getattr(_info(self), attribute)
+
+    get.__name__ = name
+    return property(get, doc=doc)
 
 
 class ExperimentState:
     """A state of the experiment after the recipe that produced it finished.
 
-    Subclass it to describe your experiment:
+    Subclass it to describe your experiment. A subclass may define its own
+    ``__init__(self, parent_sha=None, experiment_object=None)`` (as in the original dagger);
+    it must call ``super().__init__(parent_sha, experiment_object)``.
 
     Attributes:
         PROPERTIES: Names of ``spawn_new_tree`` arguments that are set as attributes on the
@@ -63,59 +176,72 @@ class ExperimentState:
             Every other ``spawn_new_tree`` argument is part of the identity too.
         VERSION: Pins the identity of the root's code to this string instead of a fingerprint
             of ``initialize_state``.
+        dagger: dagger's facts about this state (:class:`StateInfo`): id, status, record,
+            recorded results, depth, parent, children.
     """
 
     PROPERTIES: ClassVar[list[str]] = []
     NONHASHED_ATTRIBUTES: ClassVar[list[str]] = []
     VERSION: ClassVar[str | None] = None
 
-    _sha: str | None
-    parent_sha: str | None
-    experiment_object: Experiment | None
-    tags: list[str]
-    slim_loaded: bool
-    from_cache: bool
-    root_state: bool
-    recipe: Any
-    status: str
-    results: Mapping[str, Any]
-    properties: dict[str, Any]
-    record: dict[str, Any] | None
-    parent: ExperimentState | None
-    children: set[ExperimentState]
+    save_pre_hooks: list[Any]
+    save_post_hooks: list[Any]
+    load_post_hooks: list[Any]
 
-    def __init__(
-        self, parent_sha: str | None = None, experiment_object: Experiment | None = None
-    ) -> None:
-        self._reset_bookkeeping()
-        self.parent_sha = parent_sha
-        self.experiment_object = experiment_object
-        self.save_pre_hooks: list[Any] = []
-        self.save_post_hooks: list[Any] = []
-        self.load_post_hooks: list[Any] = []
+    def __init__(self, parent_sha: str | None = None, experiment_object: Any = None) -> None:
+        info = _info(self)
+        info.parent_id = parent_sha
+        info.experiment = experiment_object
+        for hook in HOOKS:
+            self.__dict__.setdefault(hook, [])
         for name in [*self.PROPERTIES, *self.NONHASHED_ATTRIBUTES]:
             setattr(self, name, None)
 
-    def initialize_state(self, **experiment_arguments: Any) -> None:
+    def initialize_state(self, /, **experiment_arguments: Any) -> None:
         """Build the root's content (model, optimizer, data) from the experiment arguments.
 
-        Override it in a subclass (or patch it, as the seed README does).
+        Override it in a subclass (or patch it, as the seed README does). Declared as
+        ``def initialize_state(self, /, **arguments)``, it accepts any argument name, ``self``
+        included.
         """
 
-    # -- identity ------------------------------------------------------------------------------
+    # -- dagger's facts ------------------------------------------------------------------------
+
+    @property
+    def dagger(self) -> StateInfo:
+        """dagger's facts about this state: id, status, record, results, depth, tree links."""
+        return _info(self)
+
+    parent_sha = _reads_info("parent_sha", "parent_id", "The parent state's id (None for a root).")
+    experiment_object = _reads_info(
+        "experiment_object", "experiment", "The Experiment this state belongs to (or None)."
+    )
+    tags = _reads_info("tags", "tags", "The state's tags (labels; set them with exp.tag()).")
+    recipe = _reads_info(
+        "recipe", "recipe", "The recipe that produced the state, as recorded (None for a root)."
+    )
+    root_state = _reads_info("root_state", "root", "Whether the state is a root.")
+    slim_loaded = _reads_info(
+        "slim_loaded", "slim", "Whether only dagger's facts are loaded (no content)."
+    )
+    from_cache = _reads_info(
+        "from_cache", "from_cache", "Whether the content was loaded from the store."
+    )
 
     def sha(self) -> str | None:
         """The state's id: a hash of how it was produced (None before it is part of a tree)."""
-        return self._sha
+        return _info(self).id
+
+    # -- identity as a root ------------------------------------------------------------------
 
     @classmethod
-    def identity_arguments(cls, experiment_arguments: dict[str, Any]) -> dict[str, Any]:
+    def identity_arguments(cls, experiment_arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The experiment arguments that make up the root's identity: all but the non-hashed."""
         excluded = set(cls.NONHASHED_ATTRIBUTES)
         return {k: v for k, v in experiment_arguments.items() if k not in excluded}
 
     @classmethod
-    def check_arguments(cls, experiment_arguments: dict[str, Any]) -> None:
+    def check_arguments(cls, experiment_arguments: Mapping[str, Any]) -> None:
         """Raise MissingPropertyError if a PROPERTIES value is missing."""
         missing = [name for name in cls.PROPERTIES if name not in experiment_arguments]
         if missing:
@@ -130,52 +256,76 @@ class ExperimentState:
             )
 
     @classmethod
-    def code_identity(cls) -> str:
-        """VERSION if set, else a fingerprint of ``initialize_state`` (wherever it comes from)."""
-        if cls.VERSION is not None:
-            return f"version:{cls.VERSION}"
-        return "code:" + function_fingerprint(cls.initialize_state)
+    def check_initialize_signature(cls, experiment_arguments: Mapping[str, Any]) -> None:
+        """Raise ExperimentDefinitionError if ``initialize_state`` cannot take these arguments
+        (checked where the root is defined, not when it runs)."""
+        raw = inspect.getattr_static(cls, "initialize_state")
+        lead: tuple[Any, ...]
+        if isinstance(raw, staticmethod):
+            function, lead = raw.__func__, ()
+        elif isinstance(raw, classmethod):
+            function, lead = raw.__func__, (cls,)
+        elif isinstance(raw, types.MethodType):  # the seed's MethodType patch gets the state
+            function, lead = raw.__func__, (None,)
+        elif isinstance(raw, types.FunctionType):
+            function, lead = raw, (None,)
+        else:
+            return
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return
+        try:
+            signature.bind(*lead, **experiment_arguments)
+        except TypeError as error:
+            hint = ""
+            if "multiple values" in str(error):
+                hint = (
+                    " An argument has the name of one of initialize_state's own parameters: "
+                    "declare it as `def initialize_state(self, /, **arguments)` so that every "
+                    "name reaches it, or rename the argument."
+                )
+            raise ExperimentDefinitionError(
+                f"{cls.__name__}.initialize_state cannot be called with the arguments given "
+                f"to spawn_new_tree() ({error}).{hint}",
+                arguments=sorted(experiment_arguments),
+            ) from None
 
     @classmethod
-    def root_sha(cls, experiment_arguments: dict[str, Any]) -> str:
+    def root_sha(cls, experiment_arguments: Mapping[str, Any]) -> str:
         """The id of the root spawned from these arguments.
 
         Raises:
             HashingError: An identity argument cannot be hashed; the message names it.
         """
-        encoded = {
-            name: encode(
-                value,
-                what=f"spawn_new_tree() argument `{name}` (of {cls.__name__})",
-                fix=(
-                    f"List `{name}` in {cls.__name__}.NONHASHED_ATTRIBUTES (stored, not part "
-                    "of the identity), pass a plain value that describes it instead, or "
-                    "register an encoder with `dagger.hashing.register`."
-                ),
-            )
-            for name, value in cls.identity_arguments(experiment_arguments).items()
-        }
-        return digest("root", cls.__qualname__, cls.code_identity(), encoded)
+        return root_id(cls, cls.identity_arguments(experiment_arguments))
 
     # -- tree links ------------------------------------------------------------------------------
 
     @property
     def root(self) -> ExperimentState | None:
         """The root state of this state's experiment, fully loaded (a fresh copy each time)."""
-        if self.experiment_object is None:
+        info = _info(self)
+        if info.experiment is None:
             return None
         # While a recipe runs, the state already has its own id but no record yet.
-        start = self.parent_sha if self._sha and self.parent_sha else self._sha
-        return self.experiment_object.load_root(start)
+        start = info.parent_id if info.id and info.parent_id else info.id
+        loaded: ExperimentState | None = info.experiment.load_root(start)
+        return loaded
 
-    def to_promise(self) -> ExperimentStatePromise:
-        """A promise for this stored state, to grow the tree from it and run again."""
-        if self.experiment_object is None:
-            raise ValueError(
+    def to_promise(self) -> Any:
+        """A promise for this stored state, to grow the tree from it and run again.
+
+        Raises:
+            ExperimentDefinitionError: The state belongs to no experiment.
+        """
+        experiment = _info(self).experiment
+        if experiment is None:
+            raise ExperimentDefinitionError(
                 "This state belongs to no experiment; restore it with "
                 "dagger.Experiment.restore(directory) first."
             )
-        return self.experiment_object.promise_of(self)
+        return experiment.promise_of(self)
 
     # -- slim and full -------------------------------------------------------------------------
 
@@ -186,47 +336,55 @@ class ExperimentState:
             True if the state is now fully loaded; False if its payload is missing or corrupt
             (one warning says which; the next run recomputes it).
         """
-        if not self.slim_loaded:
+        info = _info(self)
+        if not info.slim:
             return True
-        if self.experiment_object is None or self._sha is None:
+        if info.experiment is None or info.id is None:
             return False
-        loaded = self.experiment_object.load_state(self._sha)
+        loaded = info.experiment.load_state(info.id)
         if loaded is None:
             return False
-        keep = {name: value for name, value in self.__dict__.items() if name in BOOKKEEPING}
         if type(loaded) is not type(self) and isinstance(loaded, type(self)):
             # Restored without its class (defined in a script or notebook): the payload
             # brought the class by value, so the state gets its methods back.
             self.__class__ = type(loaded)
-        self.__dict__.update(loaded.__dict__)
-        self.__dict__.update(keep)
-        self.slim_loaded = False
-        self.from_cache = True
+        content = {name: value for name, value in loaded.__dict__.items() if name != _INFO}
+        self.__dict__.update(content)
+        info.slim = False
+        info.from_cache = True
         return True
 
     def deflate(self) -> bool:
-        """Drop everything but the bookkeeping, to free memory. Returns True."""
+        """Drop everything but dagger's facts, to free memory. Returns True."""
         for name in list(self.__dict__):
-            if name not in BOOKKEEPING:
-                delattr(self, name)
-        self.slim_loaded = True
+            if name != _INFO:
+                del self.__dict__[name]
+        _info(self).slim = True
         return True
 
     @contextlib.contextmanager
     def lazy_load(self) -> Iterator[ExperimentState]:
-        """Fully load the state for the duration of the block, then deflate it again."""
-        was_slim = self.slim_loaded
-        if self.status == "failed":
-            error = (self.record or {}).get("error", {})
-            raise LookupError(
-                f"State {self._sha and self._sha[:12]} failed ({error.get('type')}: "
-                f"{error.get('message')}); it has no stored content. Fix the recipe and run "
-                "again."
+        """Fully load the state for the duration of the block, then deflate it again.
+
+        Raises:
+            StateUnavailableError: The state failed (it has no content), or its files are
+                missing or damaged (the next run recomputes it).
+        """
+        info = _info(self)
+        was_slim = info.slim
+        if info.status is Status.FAILED:
+            error = info.error
+            raise StateUnavailableError(
+                f"State {short_id(info.id)} failed "
+                f"({error.type if error else 'Error'}: {error.message if error else ''}); it "
+                "has no stored content. Fix the recipe and run again.",
+                state_id=info.id,
             )
         if not self.restore():
-            raise LookupError(
-                f"State {self._sha and self._sha[:12]} could not be loaded (see the warning "
-                "above); run the experiment again to recompute it."
+            raise StateUnavailableError(
+                f"State {short_id(info.id)} could not be loaded (see the warning above); run "
+                "the experiment again to recompute it.",
+                state_id=info.id,
             )
         try:
             yield self
@@ -234,84 +392,31 @@ class ExperimentState:
             if was_slim:
                 self.deflate()
 
-    # -- pickling --------------------------------------------------------------------------------
+    # -- attributes and pickling ---------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in RESERVED:
+            raise ReservedAttributeError(_reserved_message(type(self).__name__, name), name=name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in RESERVED:
+            raise ReservedAttributeError(_reserved_message(type(self).__name__, name), name=name)
+        object.__delattr__(self, name)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: value for name, value in self.__dict__.items() if name not in BOOKKEEPING}
+        return {name: value for name, value in self.__dict__.items() if name != _INFO}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._reset_bookkeeping()
         self.__dict__.update(state)
-
-    def _adopt(
-        self,
-        experiment: Experiment,
-        sha: str,
-        parent_sha: str | None,
-        tags: list[str],
-        recipe: Any,
-    ) -> None:
-        """Give a state being computed its place in the tree (before and after the recipe)."""
-        self.__dict__.setdefault("save_pre_hooks", [])
-        self.__dict__.setdefault("save_post_hooks", [])
-        self.__dict__.setdefault("load_post_hooks", [])
-        self.experiment_object = experiment
-        self._sha = sha
-        self.parent_sha = parent_sha
-        self.tags = list(tags)
-        self.recipe = recipe
-        self.root_state = parent_sha is None and recipe is None
-        self.slim_loaded = False
-        self.from_cache = False
-        self.status = "running"
-        self.results = {}
-        self.parent = None
-        self.children = set()
-
-    def _apply_record(
-        self,
-        experiment: Experiment | None,
-        record: dict[str, Any],
-        notes: dict[str, Any],
-        results: Any,
-    ) -> None:
-        """Fill the bookkeeping from a stored record and its annotations."""
-        from .recipe import RecipeInfo
-
-        self.experiment_object = experiment
-        self._sha = record["id"]
-        self.parent_sha = record.get("parent")
-        tags = list(record.get("tags", []))
-        tags += [tag for tag in notes.get("tags", []) if tag not in tags]
-        self.tags = tags
-        self.recipe = RecipeInfo.from_record(record.get("recipe"))
-        self.root_state = bool(record.get("root"))
-        self.status = record.get("status", "done")
-        self.properties = dict(record.get("properties", {}))
-        self.record = record
-        self.results = results
-
-    def _reset_bookkeeping(self) -> None:
-        self._sha = None
-        self.parent_sha = None
-        self.experiment_object = None
-        self.tags = []
-        self.slim_loaded = False
-        self.from_cache = False
-        self.root_state = False
-        self.recipe = None
-        self.status = "pending"
-        self.results = {}
-        self.properties = {}
-        self.record = None
-        self.parent = None
-        self.children = set()
+        self.__dict__.pop(_INFO, None)
+        for hook in HOOKS:
+            self.__dict__.setdefault(hook, [])
 
     def __repr__(self) -> str:
-        full = self.__dict__.get("_sha")
-        sha = full[:12] if full else None
-        slim = ", slim" if self.__dict__.get("slim_loaded") else ""
-        return f"{type(self).__name__}(sha={sha}, tags={self.__dict__.get('tags')}{slim})"
+        info = _info(self)
+        slim = ", slim" if info.slim else ""
+        return f"{type(self).__name__}(sha={info.id and info.id[:12]}, tags={info.tags}{slim})"
 
     def __hash__(self) -> int:
         return id(self)
@@ -320,19 +425,81 @@ class ExperimentState:
         return self is other
 
 
-def class_path(cls: type) -> str:
-    """``module:qualname`` of a class, the form experiment.json stores."""
-    return f"{cls.__module__}:{cls.__qualname__}"
+# Names user code may not set on a state: the seed's bookkeeping and dagger's own methods.
+_ALTERNATIVES = {
+    "tags": "Label states where they are defined, with `with exp.tag(...)`.",
+    "recipe": "dagger records the recipe that made the state; read it as state.recipe.",
+    "parent_sha": "dagger records the parent; read it as state.parent_sha.",
+    "experiment_object": "dagger sets it when the state is computed or loaded.",
+    "dagger": "It holds dagger's facts about the state; store your data under another name.",
+}
+RESERVED: frozenset[str] = frozenset(
+    name
+    for name in vars(ExperimentState)
+    if not name.startswith("_")
+    and name not in {"PROPERTIES", "NONHASHED_ATTRIBUTES", "VERSION", "initialize_state", *HOOKS}
+)
 
 
-def import_class(path: str) -> type:
-    """Import a class from its :func:`class_path`."""
-    import importlib
+def _reserved_message(class_name: str, name: str) -> str:
+    alternative = _ALTERNATIVES.get(
+        name, f"`{name}` is one of the ExperimentState's own methods and properties."
+    )
+    return (
+        f"`{name}` is reserved on {class_name} (dagger manages it), so it cannot be set or "
+        f"deleted. {alternative} Store your own value under another attribute name; every "
+        f"other name is yours (reserved: {', '.join(sorted(RESERVED))})."
+    )
 
-    module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    if not isinstance(target, type):
-        raise TypeError(f"{path} is not a class")
-    return target
+
+def adopt(
+    state: ExperimentState,
+    *,
+    experiment: Any,
+    sha: str,
+    parent_id: str | None,
+    tags: list[str],
+    recipe: RecipeInfo | None,
+    status: Status = Status.RUNNING,
+) -> None:
+    """Give a state being computed its place in the tree (used before and after its recipe)."""
+    for hook in HOOKS:
+        state.__dict__.setdefault(hook, [])
+    info = _info(state)
+    info.experiment = experiment
+    info.id = sha
+    info.parent_id = parent_id
+    info.tags = list(tags)
+    info.recipe = recipe
+    info.root = parent_id is None and recipe is None
+    info.slim = False
+    info.from_cache = False
+    info.status = status
+    info.parent = None
+    info.children = []
+
+
+def apply_record(
+    state: ExperimentState,
+    *,
+    experiment: Any,
+    record: StateRecord,
+    notes: Notes,
+    results: Mapping[str, Any],
+    slim: bool,
+) -> None:
+    """Fill a state's facts from its stored record and notes."""
+    info = _info(state)
+    info.experiment = experiment
+    info.id = record.id
+    info.parent_id = record.parent
+    info.tags = list(record.tags) + [tag for tag in notes.tags if tag not in record.tags]
+    info.recipe = record.recipe
+    info.root = record.root
+    info.status = record.status
+    info.properties = dict(record.properties)
+    info.record = record
+    info.notes = notes
+    info.results = results
+    info.slim = slim
+    info.from_cache = not slim

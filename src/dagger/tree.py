@@ -1,4 +1,4 @@
-"""StaticExperimentTree and NodeSet: the stored tree, slim, for filtering and inspection.
+"""StaticExperimentTree: the stored tree, slim, for navigation, lineage and drawings.
 
 A restored tree holds *slim* states: ids, parents, recipes and their parameters, tags,
 status, timings and recorded results, read from the records alone. Weights are loaded only on
@@ -8,17 +8,17 @@ request, one state at a time (:meth:`ExperimentState.lazy_load`, :attr:`NodeSet.
 from __future__ import annotations
 
 import difflib
-import fnmatch
-import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ColumnNotFoundError, StateNotFoundError
+from .errors import StateNotFoundError
+from .loading import slim_state
+from .nodeset import NodeSet
 from .state import ExperimentState
-from .store import Results
+from .store import SlimEntry, Store
 
 if TYPE_CHECKING:
     import os
@@ -26,307 +26,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import graphviz
-    import pandas
 
-    from .experiment import Experiment
-    from .store import SlimEntry
-
-__all__ = ["Lineage", "LineageDiff", "NodeSet", "StaticExperimentTree"]
+__all__ = ["Lineage", "LineageDiff", "StaticExperimentTree"]
 
 _MISSING = object()
 
 logger = logging.getLogger("dagger")
-
-
-class NodeSet(list[ExperimentState]):
-    """An ordered list of slim states with filters that compose.
-
-    ``nodes.filter("prune*") | nodes.filter("!baseline")``; ``&`` intersects, ``-`` removes.
-    Each filter returns a new NodeSet and keeps the order of the nodes it was called on.
-    """
-
-    def filter(self, pattern: str) -> NodeSet:
-        """States with a tag matching the glob ``pattern``; ``"!pattern"`` negates it.
-
-        Raises:
-            TypeError: ``pattern`` is not a string.
-        """
-        if not isinstance(pattern, str):
-            raise TypeError(f"filter() takes a glob pattern string; got {pattern!r}.")
-        negate = pattern.startswith("!")
-        if negate:
-            pattern = pattern[1:]
-        tags = {tag for node in self for tag in node.tags}
-        if self and not any(fnmatch.fnmatchcase(tag, pattern) for tag in tags):
-            logger.warning(
-                "No state here has a tag matching %r%s. Tags: %s.",
-                pattern,
-                _suggest(pattern, tags),
-                ", ".join(sorted(tags)) or "none",
-            )
-        return NodeSet(
-            node
-            for node in self
-            if negate ^ any(fnmatch.fnmatchcase(tag, pattern) for tag in node.tags)
-        )
-
-    def where(self, **conditions: Any) -> NodeSet:
-        """States whose recipe parameters or properties equal the given values.
-
-        A value may also be a predicate: ``where(amount=lambda a: a > 0.5)``. A name that no
-        state has raises KeyError with the names that exist.
-        """
-        known: set[str] = set()
-        for node in self:
-            known.update(node.properties)
-            if node.recipe is not None:
-                known.update(node.recipe.params)
-        unknown = [name for name in conditions if name not in known]
-        if unknown and self:
-            raise ColumnNotFoundError(
-                f"No state here has a parameter or property named {unknown[0]!r}"
-                + _suggest(unknown[0], known)
-                + f". Known: {', '.join(sorted(known)) or 'none'}.",
-                name=unknown[0],
-            )
-
-        def matches(node: ExperimentState) -> bool:
-            for name, wanted in conditions.items():
-                value = _param(node, name)
-                if value is _MISSING:
-                    return False
-                if callable(wanted):
-                    if not wanted(value):
-                        return False
-                elif value != wanted:
-                    return False
-            return True
-
-        return NodeSet(node for node in self if matches(node))
-
-    def of_recipe(self, recipe: type | str) -> NodeSet:
-        """States produced by a recipe class (or a class name)."""
-        name = recipe if isinstance(recipe, str) else recipe.__qualname__
-        return NodeSet(
-            node for node in self if node.recipe is not None and node.recipe.name == name
-        )
-
-    def select(self, predicate: Callable[[ExperimentState], bool]) -> NodeSet:
-        """States for which ``predicate(state)`` is true (the state is slim)."""
-        return NodeSet(node for node in self if predicate(node))
-
-    @property
-    def leaves(self) -> NodeSet:
-        """States of this set that have no children."""
-        return NodeSet(node for node in self if not node.children)
-
-    def sort_by(
-        self, *keys: str | Callable[[ExperimentState], Any], reverse: bool = False
-    ) -> NodeSet:
-        """Sorted by parameters, properties, results (``result.acc`` or ``acc``, dotted into
-        dict results), ``depth``/``seconds``/``created``/``status``, or functions of the
-        state. Missing values sort last, also with ``reverse=True``."""
-
-        def values(node: ExperimentState) -> list[Any]:
-            return [item(node) if callable(item) else _column(node, item) for item in keys]
-
-        def compare(left: list[Any], right: list[Any]) -> int:
-            for a, b in zip(left, right, strict=True):
-                a_missing, b_missing = a is _MISSING or a is None, b is _MISSING or b is None
-                if a_missing or b_missing:
-                    if a_missing != b_missing:
-                        return 1 if a_missing else -1
-                    continue
-                a_key, b_key = _sortable(a), _sortable(b)
-                if a_key != b_key:
-                    order = -1 if a_key < b_key else 1
-                    return -order if reverse else order
-            return 0
-
-        for item in keys:
-            if (
-                isinstance(item, str)
-                and self
-                and all(_column(node, item) is _MISSING for node in self)
-            ):
-                known = sorted(_known_columns(self))
-                raise ColumnNotFoundError(
-                    f"No state here has a column named {item!r}"
-                    + _suggest(item, known)
-                    + f". Known: {', '.join(known)}.",
-                    name=item,
-                )
-
-        def compare_rows(
-            left: tuple[list[Any], ExperimentState], right: tuple[list[Any], ExperimentState]
-        ) -> int:
-            return compare(left[0], right[0])
-
-        decorated = [(values(node), node) for node in self]
-        decorated.sort(key=functools.cmp_to_key(compare_rows))
-        return NodeSet(node for _, node in decorated)
-
-    def __or__(self, other: Iterable[ExperimentState]) -> NodeSet:
-        _check_nodeset(other)
-        seen = {id(node) for node in self}
-        return NodeSet([*self, *(node for node in other if id(node) not in seen)])
-
-    def __and__(self, other: Iterable[ExperimentState]) -> NodeSet:
-        _check_nodeset(other)
-        keep = {id(node) for node in other}
-        return NodeSet(node for node in self if id(node) in keep)
-
-    def __sub__(self, other: Iterable[ExperimentState]) -> NodeSet:
-        _check_nodeset(other)
-        drop = {id(node) for node in other}
-        return NodeSet(node for node in self if id(node) not in drop)
-
-    @property
-    def iterator(self) -> Iterator[ExperimentState]:
-        """Each state fully loaded in turn, and deflated again before the next one.
-
-        States with no stored content are skipped: failed ones, and ones whose files are
-        missing or corrupt (a warning names each; the next run recomputes them).
-        """
-        for node in self:
-            if node.status == "failed":
-                continue
-            try:
-                context = node.lazy_load()
-                context.__enter__()
-            except LookupError:
-                continue
-            try:
-                yield node
-            finally:
-                context.__exit__(None, None, None)
-
-    @property
-    def ids(self) -> list[str]:
-        return [node.sha() or "" for node in self]
-
-    def to_dataframe(self) -> pandas.DataFrame:
-        """One row per state: id, parent, depth, recipe, parameters, tags, status, seconds,
-        and recorded results flattened to columns (``param.<name>``, ``result.<name>``)."""
-        import pandas
-
-        rows = [_row(node) for node in self]
-        frame = pandas.DataFrame(rows)
-        if not rows:
-            frame = pandas.DataFrame(
-                columns=["id", "parent", "depth", "recipe", "tags", "status", "seconds"]
-            )
-        return frame
-
-    def _repr_html_(self) -> str:
-        frame = self.to_dataframe()
-        return str(frame.to_html(index=False, max_rows=200))
-
-
-def _check_nodeset(other: Any) -> None:
-    if not isinstance(other, list):
-        raise TypeError(f"A NodeSet composes with another NodeSet; got {type(other).__name__}.")
-
-
-def _param(node: ExperimentState, name: str) -> Any:
-    if node.recipe is not None and name in node.recipe.params:
-        return node.recipe.params[name]
-    if name in node.properties:
-        return node.properties[name]
-    return _MISSING
-
-
-def _column(node: ExperimentState, name: str) -> Any:
-    if name in ("depth", "seconds", "created", "status", "id"):
-        if name == "id":
-            return node.sha()
-        if name == "depth":
-            return getattr(node, "depth", None)
-        if name == "status":
-            return node.status
-        return (node.record or {}).get(name)
-    if name.startswith("result."):
-        name = name[len("result.") :]
-        return _result_summary(node, name)
-    if name.startswith("param."):
-        name = name[len("param.") :]
-    value = _param(node, name)
-    if value is _MISSING:
-        value = _result_summary(node, name)
-    return value
-
-
-def _result_summary(node: ExperimentState, name: str) -> Any:
-    """A recorded result by name; ``name.key.subkey`` reaches into a dict result."""
-    results = node.results
-    head, *path = name.split(".")
-    if head not in results:
-        return _MISSING
-    value = results.summary(head) if isinstance(results, Results) else results[head]
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return _MISSING
-        value = value[key]
-    return value
-
-
-def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
-    known = {"depth", "seconds", "created", "status", "id"}
-    for node in nodes:
-        known.update(node.properties)
-        if node.recipe is not None:
-            known.update(node.recipe.params)
-        for key in _row(node):
-            if key.startswith(("result.", "param.")):
-                known.add(key)
-    return known
-
-
-def _sortable(value: Any) -> Any:
-    if value is _MISSING or value is None:
-        return (0, "")
-    if isinstance(value, bool | int | float):
-        return (1, value)
-    return (2, str(value))
-
-
-def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}", item, row)
-    else:
-        row[prefix] = value
-
-
-def _row(node: ExperimentState) -> dict[str, Any]:
-    record = node.record or {}
-    row: dict[str, Any] = {
-        "id": node.sha(),
-        "parent": node.parent_sha,
-        "depth": getattr(node, "depth", None),
-        "recipe": node.recipe.name
-        if node.recipe is not None
-        else ("root" if node.root_state else None),
-        "tags": list(node.tags),
-        "status": node.status,
-        "seconds": record.get("seconds"),
-        "created": record.get("created"),
-    }
-    for name, value in node.properties.items():
-        row[f"property.{name}"] = value
-    if node.recipe is not None:
-        for name, value in node.recipe.params.items():
-            row[f"param.{name}"] = value
-    results = node.results
-    for name in results:
-        summary = results.summary(name) if isinstance(results, Results) else results[name]
-        _flatten(f"result.{name}", summary, row)
-    return row
-
-
-def _suggest(wanted: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(wanted, list(candidates), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
 def _step(state: ExperimentState) -> str:
@@ -420,45 +125,50 @@ class StaticExperimentTree:
 
     @classmethod
     def from_store(
-        cls, experiment: Experiment, entries: dict[str, SlimEntry]
+        cls,
+        owner: Any,
+        state_class: type[ExperimentState],
+        store: Store,
+        entries: dict[str, SlimEntry],
     ) -> StaticExperimentTree:
-        """Build the tree from the store's slim entries (records, annotations, failures)."""
-        state_class = experiment.state_class
-        store = experiment.store
+        """Build the tree from a store's slim entries (records, notes, failures).
+
+        Args:
+            owner: What the slim states call back to load themselves (the Experiment).
+            state_class: The class the slim states are made of.
+            store: The store they come from (recorded results load from it).
+            entries: ``store.slim_entries()``.
+        """
         node_map: dict[str, ExperimentState] = {}
         for sha, entry in entries.items():
-            document = entry.record
-            if document is None:
-                if entry.failure is None:
-                    continue
-                document = entry.failure
-            state = state_class.__new__(state_class)
-            state._reset_bookkeeping()
-            state._apply_record(
-                experiment, document, entry.notes, Results(store, entry.notes.get("results", {}))
+            record = entry.record if entry.record is not None else entry.failure
+            if record is None:
+                continue
+            node_map[sha] = slim_state(
+                state_class,
+                owner=owner,
+                store=store,
+                record=record,
+                notes=entry.notes,
+                has_payload=entry.has_payload,
             )
-            state.slim_loaded = True
-            if entry.record is not None and not entry.has_payload:
-                state.status = "missing"
-            node_map[sha] = state
         edge_map: dict[str, set[str]] = defaultdict(set)
         for sha, state in node_map.items():
-            parent: ExperimentState | None = (
-                node_map.get(state.parent_sha) if state.parent_sha else None
-            )
+            parent_id = state.dagger.parent_id
+            parent = node_map.get(parent_id) if parent_id else None
             if parent is not None:
-                state.parent = parent
-                parent.children.add(state)
-                edge_map[parent.sha() or ""].add(sha)
+                state.dagger.parent = parent
+                parent.dagger.children.append(state)
+                edge_map[parent_id or ""].add(sha)
         toposort: dict[int, set[str]] = defaultdict(set)
-        level = [s for s in node_map.values() if s.parent is None]
+        level = [s for s in node_map.values() if s.dagger.parent is None]
         depth = 0
         while level:
             following: list[ExperimentState] = []
             for state in level:
-                state.__dict__["depth"] = depth
+                state.dagger.depth = depth
                 toposort[depth].add(state.sha() or "")
-                following.extend(state.children)
+                following.extend(state.dagger.children)
             level = following
             depth += 1
         return cls(node_map, edge_map, dict(toposort))
@@ -467,9 +177,7 @@ class StaticExperimentTree:
 
     def _ordered(self, ids: Iterable[str]) -> NodeSet:
         states = [self.node_map[sha] for sha in ids]
-        states.sort(
-            key=lambda s: (getattr(s, "depth", 0), (s.record or {}).get("created", ""), s.sha())
-        )
+        states.sort(key=lambda s: (s.dagger.depth or 0, s.dagger.created or "", s.sha()))
         return NodeSet(states)
 
     @property
@@ -550,7 +258,7 @@ class StaticExperimentTree:
         cursor: ExperimentState | None = self._resolve(state)
         while cursor is not None:
             path.append(cursor)
-            cursor = cursor.parent
+            cursor = cursor.dagger.parent
         return Lineage(reversed(path))
 
     def diff(self, a: ExperimentState | str, b: ExperimentState | str) -> LineageDiff:

@@ -16,13 +16,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..record import InvalidRecordError, Notes, StateRecord
 from . import records as rec
 from .files import hash_file, is_temp
 
 if TYPE_CHECKING:
-    from . import DirectoryStore
+    from .directory import DirectoryStore
 
 __all__ = ["GcReport", "Problem", "VerifyReport", "gc", "verify"]
 
@@ -71,7 +72,7 @@ class VerifyReport:
 
 
 def _as_store(target: DirectoryStore | str | os.PathLike[str]) -> DirectoryStore:
-    from . import DirectoryStore
+    from .directory import DirectoryStore
 
     return target if isinstance(target, DirectoryStore) else DirectoryStore(target)
 
@@ -90,7 +91,7 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
     report = VerifyReport()
     directory = store.directory
     rec.read_experiment(directory)  # a folder that is not an experiment is an error, not a report
-    listing = store.scan()
+    listing = rec.scan(store.states_dir)
     checked_blobs: dict[str, str | None] = {}
 
     def check_blob(state_id: str, digest: str, size: int) -> None:
@@ -105,59 +106,60 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
         report.states += 1
         name = f"states/{rec.record_name(state_id)}"
         try:
-            record = rec.read_json(store.states_dir / rec.record_name(state_id))
-        except (OSError, ValueError) as error:
+            document = rec.read_json(store.states_dir / rec.record_name(state_id))
+            record = StateRecord.from_json(document, expected_id=state_id)
+        except (OSError, InvalidRecordError) as error:
             report.problems.append(Problem(state_id, name, f"unreadable record ({error})"))
             continue
-        if not isinstance(record, dict) or record.get("id") != state_id:
-            report.problems.append(Problem(state_id, name, "record id does not match its name"))
-            continue
-        info = record.get("payload") or {}
-        payload = f"states/{info.get('file')}"
+        info = record.payload
         report.payloads += 1
-        problem = _file_problem(store.states_dir / str(info.get("file")), info)
+        if info is None:
+            report.problems.append(Problem(state_id, name, "the record names no payload"))
+            continue
+        problem = _file_problem(store.states_dir / info.file, info.size, info.sha256)
         if problem:
-            report.problems.append(Problem(state_id, payload, problem))
-        for digest, size in (record.get("blobs") or {}).items():
+            report.problems.append(Problem(state_id, f"states/{info.file}", problem))
+        for digest, size in record.blobs.items():
             check_blob(state_id, digest, size)
     for state_id in sorted(listing.notes):
         name = f"states/{rec.notes_name(state_id)}"
         try:
-            notes = rec.read_json(store.states_dir / rec.notes_name(state_id))
-        except (OSError, ValueError) as error:
+            notes = Notes.from_json(rec.read_json(store.states_dir / rec.notes_name(state_id)))
+        except (OSError, InvalidRecordError) as error:
             report.problems.append(Problem(state_id, name, f"unreadable annotations ({error})"))
             continue
-        for result_name, entry in (notes.get("results") or {}).items():
-            if "file" not in entry:
+        for result_name, entry in notes.results.items():
+            if entry.file is None:
                 continue
             report.results += 1
-            problem = _file_problem(store.states_dir / entry["file"], entry)
+            problem = _file_problem(store.states_dir / entry.file, entry.size, entry.sha256)
             if problem:
                 report.problems.append(
-                    Problem(
-                        state_id, f"states/{entry['file']}", f"result `{result_name}`: {problem}"
-                    )
+                    Problem(state_id, f"states/{entry.file}", f"result `{result_name}`: {problem}")
                 )
-            for digest, size in (entry.get("blobs") or {}).items():
+            for digest, size in entry.blobs.items():
                 check_blob(state_id, digest, size)
     for state_id in sorted(listing.failures):
         try:
-            rec.read_json(store.states_dir / rec.failure_name(state_id))
-        except (OSError, ValueError) as error:
+            StateRecord.from_json(
+                rec.read_json(store.states_dir / rec.failure_name(state_id)),
+                expected_id=state_id,
+            )
+        except (OSError, InvalidRecordError) as error:
             name = f"states/{rec.failure_name(state_id)}"
             report.problems.append(Problem(state_id, name, f"unreadable failure record ({error})"))
     report.blobs = len(checked_blobs)
     return report
 
 
-def _file_problem(path: Path, info: dict[str, Any]) -> str | None:
+def _file_problem(path: Path, expected_size: int | None, expected_digest: str | None) -> str | None:
     try:
         digest, size = hash_file(path)
     except FileNotFoundError:
         return "missing"
-    if size != info.get("size"):
-        return f"has {size} bytes, its record says {info.get('size')}"
-    if digest != info.get("sha256"):
+    if size != expected_size:
+        return f"has {size} bytes, its record says {expected_size}"
+    if digest != expected_digest:
         return "content does not match the checksum in its record"
     return None
 
@@ -209,18 +211,21 @@ def gc(
     rec.read_experiment(store.directory)  # refuse a folder that is not an experiment
     report = GcReport(dry_run=dry_run)
     cutoff = time.time() - min_age
-    listing = store.scan()
+    listing = rec.scan(store.states_dir)
     wanted_blobs: set[str] = set()
     wanted_files: set[str] = set()
     for state_id in listing.records:
-        record = store.read_record(state_id) or {}
-        wanted_files.add(str((record.get("payload") or {}).get("file")))
-        wanted_blobs.update(record.get("blobs") or {})
+        record = store.read_record(state_id)
+        if record is None:
+            continue
+        if record.payload is not None:
+            wanted_files.add(record.payload.file)
+        wanted_blobs.update(record.blobs)
     for state_id in listing.notes:
-        for entry in (store.read_notes(state_id).get("results") or {}).values():
-            if "file" in entry:
-                wanted_files.add(entry["file"])
-                wanted_blobs.update(entry.get("blobs") or {})
+        for entry in store.read_notes(state_id).results.values():
+            if entry.file is not None:
+                wanted_files.add(entry.file)
+                wanted_blobs.update(entry.blobs)
 
     def remove(path: Path) -> None:
         try:

@@ -333,7 +333,7 @@ def copy_payload(obj: Any) -> Any:
     return _CopyUnpickler(io.BytesIO(file.getvalue()), buffers).load()
 
 
-def dumps_state(state: Any, blobs: Blobs) -> tuple[bytes, dict[str, int], str]:
+def dumps_state(state: Any, blobs: Blobs | None) -> tuple[bytes, dict[str, int], str]:
     """Pickle a state for saving (see :func:`dumps_payload`).
 
     Raises:

@@ -1,4 +1,7 @@
-"""Slim records, annotations, experiment.json and the index snapshot: names and JSON I/O.
+"""File names in ``states/``, listing them, and reading and writing the typed records as files.
+
+The records' schema lives in :mod:`dagger.record`; this module only knows where each document
+is and how it is read from and written to disk.
 
 Layout of ``states/`` (format version 1)::
 
@@ -13,21 +16,19 @@ Names that start with a dot are temporary files and are never read.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import FormatVersionError, NotAnExperimentError
+from ..record import FORMAT_VERSION, ExperimentMeta, InvalidRecordError, dumps, loads
 from .files import is_temp, write_atomic
 
 __all__ = [
-    "FORMAT_VERSION",
+    "ID_LENGTH",
     "Listing",
     "failure_name",
-    "jsonable",
     "notes_name",
     "payload_name",
     "read_experiment",
@@ -35,11 +36,9 @@ __all__ = [
     "record_name",
     "result_name",
     "scan",
-    "to_json_bytes",
     "write_json",
 ]
 
-FORMAT_VERSION = 1
 ID_LENGTH = 64
 
 
@@ -106,37 +105,23 @@ def scan(states_dir: Path) -> Listing:
     return listing
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-safe view of a value for display and queries (not for identity).
-
-    Plain JSON values pass through; tuples become lists; anything else becomes its repr.
-    """
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return {key: jsonable(item) for key, item in value.items()}
-    return repr(value)
-
-
-def to_json_bytes(document: Any) -> bytes:
-    # Compact: the C encoder only runs without indent, and records are written on a hot path.
-    return json.dumps(document, sort_keys=True, allow_nan=False, separators=(",", ":")).encode()
-
-
 def read_json(path: Path) -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        FileNotFoundError: It does not exist.
+        InvalidRecordError: It is not valid JSON.
+    """
     with open(path, "rb") as handle:
-        return json.loads(handle.read())
+        return loads(handle.read())
 
 
 def write_json(path: Path, document: Any, *, durable: bool, replace: bool = True) -> bool:
-    return write_atomic(path, to_json_bytes(document), durable=durable, replace=replace)
+    """Write a JSON document atomically (see :func:`~dagger.store.files.write_atomic`)."""
+    return write_atomic(path, dumps(document), durable=durable, replace=replace)
 
 
-def read_experiment(directory: Path) -> dict[str, Any]:
+def read_experiment(directory: Path) -> ExperimentMeta:
     """Read and check ``experiment.json``.
 
     Raises:
@@ -153,24 +138,26 @@ def read_experiment(directory: Path) -> dict[str, Any]:
             "Experiment was run in (the `directory=` of `dagger.Experiment`).",
             directory=str(directory),
         ) from None
-    except (OSError, ValueError) as error:
+    except (OSError, InvalidRecordError) as error:
         raise NotAnExperimentError(
             f"`{path}` cannot be read as a dagger experiment ({error}). Pass the folder an "
             "Experiment was run in.",
             directory=str(directory),
         ) from None
-    if not isinstance(meta, dict) or "format" not in meta:
+    try:
+        parsed = ExperimentMeta.from_json(meta)
+    except InvalidRecordError as error:
         raise NotAnExperimentError(
-            f"`{path}` is not a dagger experiment.json (no `format` field).",
+            f"`{path}` is not a dagger experiment.json ({error}).",
             directory=str(directory),
-        )
-    if meta["format"] > FORMAT_VERSION:
+        ) from None
+    if parsed.format > FORMAT_VERSION:
         raise FormatVersionError(
-            f"`{directory}` was written in dagger store format {meta['format']} (by dagger "
-            f"{meta.get('dagger_version', '?')}); this dagger reads format {FORMAT_VERSION} "
+            f"`{directory}` was written in dagger store format {parsed.format} (by dagger "
+            f"{parsed.dagger_version or '?'}); this dagger reads format {FORMAT_VERSION} "
             "and older. Upgrade dagger (`pip install -U dagger`) to read it.",
             directory=str(directory),
-            found=meta["format"],
+            found=parsed.format,
             supported=FORMAT_VERSION,
         )
-    return meta
+    return parsed

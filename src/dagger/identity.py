@@ -1,0 +1,124 @@
+"""Identity: the ids of roots and children, and the code identity of the classes behind them.
+
+A state's id is a SHA-256 of how it was produced (DESIGN.md section 3):
+
+    root   digest("root", state class qualname, code identity, {argument: encoding})
+    child  digest("child", parent id, recipe qualname, code identity, {property: encoding})
+
+where an encoding is :func:`dagger.hashing.encode` of the value and a code identity is
+``version:<VERSION>`` when the class pins one, else ``code:<fingerprint>`` of its code
+(:mod:`dagger.fingerprint`). The inputs are classes and values; nothing here touches a store.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from .fingerprint import class_fingerprint, function_fingerprint
+from .hashing import digest, encode
+
+__all__ = [
+    "child_id",
+    "function_code_identity",
+    "recipe_code_identity",
+    "root_id",
+    "state_code_identity",
+]
+
+
+def state_code_identity(state_class: type) -> str:
+    """``version:<VERSION>`` if the state class pins one, else a fingerprint of its
+    ``initialize_state`` (wherever it comes from: defined, inherited or patched)."""
+    version = getattr(state_class, "VERSION", None)
+    if version is not None:
+        return f"version:{version}"
+    return "code:" + function_fingerprint(state_class.initialize_state)  # type: ignore[attr-defined]
+
+
+def recipe_code_identity(recipe_class: type, base: type) -> str:
+    """``version:<VERSION>`` if the recipe class pins one, else a fingerprint of the code it
+    defines below ``base`` (:class:`dagger.Recipe` or :class:`dagger.Function`), with ``run``
+    counted wherever it comes from (the seed patches ``Recipe.run`` itself)."""
+    version = getattr(recipe_class, "VERSION", None)
+    if version is not None:
+        return f"version:{version}"
+    return "code:" + class_fingerprint(recipe_class, base, always=("run",))
+
+
+def function_code_identity(op: Any, name: str) -> str:
+    """Identity of a Function's analysis: its callable's name and code (partial arguments
+    included); for a callable object, its class and the code of its ``__call__``."""
+    if isinstance(op, types.MethodType):
+        op = op.__func__
+    described: Any
+    if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
+        described, code = op, function_fingerprint(op)
+    else:
+        described, code = type(op), function_fingerprint(type(op).__call__)
+    return digest("function", described, code, what=f"Function `{name}`")
+
+
+def root_id(state_class: type, identity_arguments: Mapping[str, Any]) -> str:
+    """The id of the root spawned from these arguments.
+
+    Args:
+        state_class: The experiment's state class.
+        identity_arguments: The ``spawn_new_tree`` arguments that are part of the identity
+            (all but the state class's NONHASHED_ATTRIBUTES).
+
+    Raises:
+        HashingError: An argument cannot be hashed; the message names it and the fix.
+    """
+    name = state_class.__name__
+    encoded = {
+        key: encode(
+            value,
+            what=f"spawn_new_tree() argument `{key}` (of {name})",
+            fix=(
+                f"List `{key}` in {name}.NONHASHED_ATTRIBUTES (stored, not part of the "
+                "identity), pass a plain value that describes it instead, or register an "
+                "encoder with `dagger.hashing.register`."
+            ),
+        )
+        for key, value in identity_arguments.items()
+    }
+    return digest("root", state_class.__qualname__, state_code_identity(state_class), encoded)
+
+
+def child_id(
+    parent_id: str,
+    recipe_name: str,
+    code_identity: str,
+    properties: Mapping[str, Any],
+    *,
+    kind: str | None = None,
+) -> str:
+    """The id of the state a recipe produces from the state ``parent_id``.
+
+    Args:
+        parent_id: The parent's id.
+        recipe_name: The recipe class's qualified name.
+        code_identity: Its code identity (:func:`recipe_code_identity`).
+        properties: Its identity properties, by name.
+        kind: How to name the recipe in an error (default: ``recipe_name``).
+
+    Raises:
+        HashingError: A property cannot be hashed; the message names the recipe and property.
+    """
+    who = kind or recipe_name.rsplit(".", 1)[-1]
+    encoded = {
+        key: encode(
+            value,
+            what=f"Recipe `{who}` property `{key}`",
+            fix=(
+                f"Declare PROPERTIES without `{key}` (a name starting with `_` is never part "
+                "of the identity), pass a plain value that describes it instead, or register "
+                "an encoder with `dagger.hashing.register`."
+            ),
+        )
+        for key, value in properties.items()
+    }
+    return digest("child", parent_id, recipe_name, code_identity, encoded)

@@ -1,0 +1,236 @@
+"""The plan of a run: one node per distinct state, what the store holds, and the work left.
+
+:func:`build` turns the experiment's promises into plan nodes (one per distinct id; the tags
+of duplicate promises merged), :func:`survey` marks what the store already holds and what
+each subtree still needs, and :func:`segment` cuts a chain of states to compute one after the
+other (a task for an executor). :func:`to_wire` and :func:`from_wire` are the one
+serialisation of a segment, for a worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CorruptStateError, ExperimentDefinitionError
+from .promise import ExperimentStatePromise
+from .record import RecipeInfo
+from .store import Store
+
+__all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
+
+
+@dataclass(eq=False)
+class PlanNode:
+    """One distinct state of the plan.
+
+    Attributes:
+        sha: The state's id.
+        parent: The parent node (None for a root, or for the first node of a worker's chain
+            whose parent is stored).
+        recipe: The recipe that computes it (None for a root or a state stored before).
+        info: How its record describes the recipe.
+        is_root: Whether it is a root (computed by ``initialize_state``).
+        arguments: A root's ``spawn_new_tree`` arguments.
+        tags: Every tag any promise of this state was defined with.
+        functions: Functions to run on it, by result name.
+        function_codes: Their code identities, by result name.
+        children: Child nodes, in definition order.
+        stored: Whether the store holds it.
+        pending: Names of the Functions whose results are missing or outdated.
+        new_tags: Tags its record and notes do not have yet.
+        work: Whether anything in its subtree must be done.
+        consumers: How many children will take its state in memory (plus one if kept).
+        keep: Whether the caller wants the state back (``promise.get()``).
+    """
+
+    sha: str
+    parent: PlanNode | None
+    recipe: Any = None
+    info: RecipeInfo | None = None
+    is_root: bool = False
+    arguments: dict[str, Any] | None = None
+    tags: list[str] = field(default_factory=list)
+    functions: dict[str, Any] = field(default_factory=dict)
+    function_codes: dict[str, str] = field(default_factory=dict)
+    children: list[PlanNode] = field(default_factory=list)
+    stored: bool = False
+    pending: list[str] = field(default_factory=list)
+    new_tags: list[str] = field(default_factory=list)
+    work: bool = False
+    consumers: int = 0
+    keep: bool = False
+
+    def describe(self) -> str:
+        """``root``, ``stored state`` or the recipe's repr."""
+        if self.is_root:
+            return "root"
+        if self.recipe is None:
+            return "stored state"
+        return repr(self.recipe)
+
+    def size(self) -> int:
+        """How many nodes its subtree holds, itself included."""
+        total, stack = 0, [self]
+        while stack:
+            node = stack.pop()
+            total += 1
+            stack.extend(node.children)
+        return total
+
+
+def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None) -> list[PlanNode]:
+    """One node per distinct id under ``roots`` (only promises in ``path`` if given).
+
+    Raises:
+        ExperimentDefinitionError: Two different Functions with one name on one state.
+        HashingError: A recipe property or argument cannot be hashed.
+    """
+    nodes: dict[str, PlanNode] = {}
+    plan_roots: list[PlanNode] = []
+    stack: list[tuple[ExperimentStatePromise, PlanNode | None]] = [
+        (root, None) for root in reversed(list(roots))
+    ]
+    while stack:
+        promise, parent = stack.pop()
+        sha = promise.sha()
+        node = nodes.get(sha)
+        if node is None:
+            node = nodes[sha] = PlanNode(
+                sha,
+                parent,
+                promise.recipe,
+                promise.recipe_info(),
+                is_root=promise.is_root,
+                arguments=promise.arguments,
+            )
+            (parent.children if parent else plan_roots).append(node)
+        for tag in promise.tags:
+            if tag not in node.tags:
+                node.tags.append(tag)
+        if path is None:
+            for function in promise.functions:
+                code = function.code_identity()
+                known = node.function_codes.get(function.name)
+                if known is not None and known != code:
+                    raise ExperimentDefinitionError(
+                        f"Two different Functions named `{function.name}` were applied to "
+                        f"state {sha[:12]}. Give them distinct names with "
+                        "Function(op, name=...).",
+                        name=function.name,
+                    )
+                node.functions[function.name] = function
+                node.function_codes[function.name] = code
+        for child in reversed(promise.children):
+            if path is None or id(child) in path:
+                stack.append((child, node))
+    return plan_roots
+
+
+def survey(roots: list[PlanNode], store: Store) -> set[str]:
+    """Decide, for every node, whether it is stored and what work lies in its subtree.
+
+    Returns:
+        The ids of the plan's states that failed in an earlier run.
+    """
+    found = store.survey()
+    order: list[PlanNode] = []
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+        sha = node.sha
+        node.stored = sha in found.stored
+        if sha in found.broken:
+            with contextlib.suppress(CorruptStateError):
+                store.quarantine(sha, "its record has no payload file")
+        if node.tags and node.stored:
+            record = store.read_record(sha)
+            known = set(record.tags) if record is not None else set()
+            if sha in found.notes:
+                known.update(store.read_notes(sha).tags)
+            node.new_tags = [tag for tag in node.tags if tag not in known]
+        if node.functions:
+            results = store.read_notes(sha).results if sha in found.notes else {}
+            for name in node.functions:
+                entry = results.get(name)
+                if (
+                    not node.stored
+                    or entry is None
+                    or entry.failed
+                    or entry.code != node.function_codes[name]
+                ):
+                    node.pending.append(name)
+    for node in reversed(order):  # children before parents
+        node.consumers = sum(1 for child in node.children if not child.stored) + int(node.keep)
+        node.work = (
+            not node.stored
+            or bool(node.pending)
+            or bool(node.new_tags)
+            or node.keep
+            or any(child.work for child in node.children)
+        )
+    return {node.sha for node in order if node.sha in found.failures}
+
+
+def count(roots: Iterable[PlanNode], measure: Callable[[PlanNode], int], *, all: bool) -> int:
+    """Sum ``measure`` over the plan: every node (``all``), or only where work is left."""
+    total, stack = 0, list(roots)
+    while stack:
+        node = stack.pop()
+        if all or node.work:
+            total += measure(node)
+            stack.extend(node.children)
+    return total
+
+
+def segment(start: PlanNode) -> list[PlanNode]:
+    """The chain from ``start`` down to the first state where the work branches (or ends)."""
+    chain = [start]
+    while True:
+        working = [child for child in chain[-1].children if child.work]
+        if len(working) != 1:
+            return chain
+        chain.append(working[0])
+
+
+_WIRE_FIELDS = (
+    "sha",
+    "recipe",
+    "info",
+    "is_root",
+    "arguments",
+    "tags",
+    "functions",
+    "function_codes",
+    "pending",
+    "new_tags",
+    "stored",
+)
+
+
+def to_wire(chain: list[PlanNode]) -> dict[str, Any]:
+    """What a worker needs to compute a segment: its nodes as plain data, the parent's id and
+    the size of the subtree below its last node."""
+    return {
+        "parent": chain[0].parent.sha if chain[0].parent else None,
+        "nodes": [{name: getattr(node, name) for name in _WIRE_FIELDS} for node in chain],
+        "below": chain[-1].size() - 1,
+    }
+
+
+def from_wire(wire: dict[str, Any]) -> tuple[PlanNode | None, list[PlanNode]]:
+    """The parent (stored) and the chain of nodes of a segment sent by :func:`to_wire`."""
+    parent = PlanNode(wire["parent"], None, stored=True) if wire["parent"] else None
+    chain: list[PlanNode] = []
+    for item in wire["nodes"]:
+        node = PlanNode(parent=chain[-1] if chain else parent, work=True, **item)
+        if chain:
+            chain[-1].children.append(node)
+        chain.append(node)
+    for node in chain:
+        node.consumers = sum(1 for child in node.children if not child.stored)
+    return parent, chain

@@ -1,0 +1,578 @@
+"""The on-disk schema: typed records, statuses, builders, parsers and JSON conversion.
+
+Every document dagger stores about a state is one of the types below; this module is the only
+place that knows their JSON keys. Everyone else passes these objects around.
+
+    StateRecord       states/<id>.json: how a state was made (written last: it commits the
+                      state); a failed state's record has status FAILED and an ``error``
+    Notes             states/<id>.notes.json: what was learned later (tags, Function results)
+    ResultEntry       one recorded Function result inside Notes
+    ExperimentMeta    experiment.json: format, roots, state class, versions
+
+Parsing validates the shape of a document (types of every field it uses) and raises
+:class:`InvalidRecordError` for anything else, so that a damaged but valid-JSON file never
+reaches the rest of dagger as a half-filled dict.
+
+This module is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ErrorInfo",
+    "ExperimentMeta",
+    "InvalidRecordError",
+    "Notes",
+    "PayloadInfo",
+    "RecipeInfo",
+    "ResultEntry",
+    "StateRecord",
+    "Status",
+    "dumps",
+    "jsonable",
+    "loads",
+    "now",
+]
+
+#: Version of the on-disk format this dagger writes (and the newest it reads).
+FORMAT_VERSION = 1
+
+
+class InvalidRecordError(ValueError):
+    """A stored document is not valid JSON or does not have the shape of its type."""
+
+
+class Status(enum.StrEnum):
+    """Where a state stands. The values are what records and tables show."""
+
+    PENDING = "pending"  # defined, not computed yet
+    RUNNING = "running"  # being computed by this process
+    DONE = "done"  # computed and stored
+    FAILED = "failed"  # its recipe raised; the error is recorded
+    MISSING = "missing"  # recorded, but its payload is gone or damaged: a run recomputes it
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def dumps(document: Any) -> bytes:
+    """Compact, key-sorted JSON bytes (the C encoder only runs without indent)."""
+    return json.dumps(document, sort_keys=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON bytes.
+
+    Raises:
+        InvalidRecordError: The bytes are not valid JSON.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRecordError(f"not valid JSON ({error})") from None
+
+
+def now() -> str:
+    """The current UTC time as an ISO 8601 string to the second (how records stamp times)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe view of a value for display and queries (never for identity).
+
+    Plain JSON values pass through; tuples become lists; numpy scalars become the Python
+    number they hold; non-finite floats and anything else become their repr.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value if type(value) in (bool, int, str) or value is None else _builtin(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == () and type(value).__module__ == "numpy":
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    return repr(value)
+
+
+def _builtin(value: Any) -> Any:
+    # Subclasses (IntEnum, StrEnum, numpy's bool is not one) as the builtin value they hold.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    return str.__str__(value)
+
+
+# -- validation helpers ---------------------------------------------------------------------------
+
+
+def _expect(document: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(document, kind):
+        raise InvalidRecordError(f"{what} is a {type(document).__name__}")
+    return document
+
+
+def _field(document: Mapping[str, Any], key: str, kind: Any, what: str, default: Any = ...) -> Any:
+    if key not in document:
+        if default is ...:
+            raise InvalidRecordError(f"{what} has no `{key}`")
+        return default
+    value = document[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRecordError(f"{what}: `{key}` is a {type(value).__name__}")
+    return value
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    _expect(value, list, what)
+    if not all(isinstance(item, str) for item in value):
+        raise InvalidRecordError(f"{what} holds something other than strings")
+    return tuple(value)
+
+
+def _id(value: Any, what: str) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and _is_hex(value)):
+        raise InvalidRecordError(f"{what} is not a state id (64 hex digits): {value!r:.80}")
+    return value
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return text == text.lower()
+
+
+# -- the types ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeInfo:
+    """What a state's record says about the recipe that produced it.
+
+    Attributes:
+        name: The recipe class's qualified name (``Train``, ``Outer.Prune``).
+        module: The module the class was defined in (informative; not identity).
+        params: The recipe's identity properties as JSON-safe values (see :func:`jsonable`).
+        code: The code identity (``code:<fingerprint>`` or ``version:<VERSION>``).
+    """
+
+    name: str
+    module: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.name, "module": self.module, "params": self.params, "code": self.code}
+
+    @classmethod
+    def from_json(cls, document: Any) -> RecipeInfo | None:
+        if document is None:
+            return None
+        _expect(document, dict, "recipe")
+        return cls(
+            _field(document, "class", str, "recipe"),
+            _field(document, "module", str, "recipe", ""),
+            _field(document, "params", dict, "recipe", {}),
+            _field(document, "code", str, "recipe", ""),
+        )
+
+    def __str__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
+        return f"{self.name}({params})"
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadInfo:
+    """Where a state's pickled content is and how to check it.
+
+    Attributes:
+        file: The payload's file name in ``states/``.
+        sha256: Hex SHA-256 of the file's bytes.
+        size: Its size in bytes.
+        format: ``"pickle"``, ``"dill"`` or ``"save_hook"`` (how it was written).
+    """
+
+    file: str
+    sha256: str
+    size: int
+    format: str = "pickle"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "size": self.size, "format": self.format}
+
+    @classmethod
+    def from_json(cls, document: Any) -> PayloadInfo:
+        _expect(document, dict, "payload")
+        return cls(
+            _field(document, "file", str, "payload"),
+            _field(document, "sha256", str, "payload"),
+            _field(document, "size", int, "payload"),
+            _field(document, "format", str, "payload", "pickle"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The first cause of a failure: exception type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, document: Any) -> ErrorInfo:
+        _expect(document, dict, "error")
+        return cls(
+            _field(document, "type", str, "error"),
+            _field(document, "message", str, "error", ""),
+            _field(document, "traceback", str, "error", ""),
+        )
+
+    @classmethod
+    def of(cls, error: BaseException, traceback: str = "") -> ErrorInfo:
+        return cls(type(error).__name__, str(error), traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The slim record of a state: everything about it except its content.
+
+    A computed state's record has status DONE and a ``payload``; a failed one's has status
+    FAILED and an ``error`` (it lives in ``<id>.failed.json``).
+
+    Attributes:
+        id: The state's id (64 hex digits).
+        parent: The parent's id (None for a root).
+        root: Whether the state is a root.
+        recipe: The recipe that produced it (None for a root).
+        tags: Labels given when it was defined (more may be in its Notes).
+        created: When it was computed (ISO 8601, UTC).
+        status: DONE or FAILED.
+        seconds: Wall time of its recipe (or ``initialize_state``).
+        state_class: ``module:qualname`` of its class.
+        properties: The state class's PROPERTIES values, JSON-safe.
+        arguments: A root's ``spawn_new_tree`` arguments, JSON-safe.
+        dagger_version: The dagger that computed it.
+        payload: Its content's file and checksum.
+        blobs: Digests and sizes of the blobs its payload refers to.
+        error: Why it failed (failed records only).
+        format: The format version the record was written in.
+    """
+
+    id: str
+    parent: str | None
+    root: bool
+    recipe: RecipeInfo | None
+    tags: tuple[str, ...]
+    created: str
+    status: Status = Status.DONE
+    seconds: float | None = None
+    state_class: str = ""
+    properties: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] | None = None
+    dagger_version: str = ""
+    payload: PayloadInfo | None = None
+    blobs: dict[str, int] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    format: int = FORMAT_VERSION
+
+    @property
+    def failed(self) -> bool:
+        return self.status is Status.FAILED
+
+    def with_payload(self, payload: PayloadInfo, blobs: dict[str, int]) -> StateRecord:
+        """This record with its content's file and blobs filled in (by the store)."""
+        return _replace(self, payload=payload, blobs=dict(blobs))
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "format": self.format,
+            "id": self.id,
+            "parent": self.parent,
+            "root": self.root,
+            "recipe": self.recipe.to_json() if self.recipe is not None else None,
+            "tags": list(self.tags),
+            "created": self.created,
+            "status": self.status.value,
+        }
+        if self.error is not None:
+            document["error"] = self.error.to_json()
+            return document
+        document.update(
+            seconds=self.seconds,
+            state_class=self.state_class,
+            properties=self.properties,
+            dagger_version=self.dagger_version,
+            blobs=self.blobs,
+        )
+        if self.payload is not None:
+            document["payload"] = self.payload.to_json()
+        if self.arguments is not None:
+            document["arguments"] = self.arguments
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any, expected_id: str | None = None) -> StateRecord:
+        """Parse and validate a record.
+
+        Args:
+            document: The parsed JSON.
+            expected_id: The id the file is named by; a record of another id is invalid.
+
+        Raises:
+            InvalidRecordError: A field is missing or of the wrong type.
+        """
+        what = "record"
+        _expect(document, dict, what)
+        state_id = _id(document.get("id"), "record `id`")
+        if expected_id is not None and state_id != expected_id:
+            raise InvalidRecordError(f"record of {state_id[:12]} stored as {expected_id[:12]}")
+        parent = document.get("parent")
+        if parent is not None:
+            _id(parent, "record `parent`")
+        status_text = _field(document, "status", str, what, Status.DONE.value)
+        try:
+            status = Status(status_text)
+        except ValueError:
+            raise InvalidRecordError(f"record status {status_text!r} is unknown") from None
+        error = document.get("error")
+        payload = document.get("payload")
+        seconds = _field(document, "seconds", (int, float, type(None)), what, None)
+        blobs = _field(document, "blobs", dict, what, {})
+        if not all(isinstance(size, int) for size in blobs.values()):
+            raise InvalidRecordError("record `blobs` sizes are not integers")
+        arguments = document.get("arguments")
+        if arguments is not None:
+            _expect(arguments, dict, "record `arguments`")
+        return cls(
+            id=state_id,
+            parent=parent,
+            root=bool(_field(document, "root", bool, what, parent is None)),
+            recipe=RecipeInfo.from_json(document.get("recipe")),
+            tags=_strings(document.get("tags", []), "record `tags`"),
+            created=_field(document, "created", str, what, ""),
+            status=status,
+            seconds=float(seconds) if seconds is not None else None,
+            state_class=_field(document, "state_class", str, what, ""),
+            properties=_field(document, "properties", dict, what, {}),
+            arguments=arguments,
+            dagger_version=_field(document, "dagger_version", str, what, ""),
+            payload=PayloadInfo.from_json(payload) if payload is not None else None,
+            blobs=blobs,
+            error=ErrorInfo.from_json(error) if error is not None else None,
+            format=_field(document, "format", int, what, FORMAT_VERSION),
+        )
+
+
+def _replace(record: StateRecord, **changes: Any) -> StateRecord:
+    values = {name: getattr(record, name) for name in StateRecord.__dataclass_fields__}
+    values.update(changes)
+    return StateRecord(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEntry:
+    """One recorded Function result.
+
+    Exactly one of ``value`` (plain JSON, inline), ``file`` (a side payload in ``states/``,
+    checked by ``sha256`` and ``size``) or ``error`` describes it.
+
+    Attributes:
+        code: The Function's code identity when it ran (a changed one is run again).
+        value: The result itself when it is plain JSON.
+        file: The side payload's file name, for any other result.
+        sha256: Its checksum.
+        size: Its size in bytes.
+        blobs: Blobs the side payload refers to.
+        type: ``module.qualname`` of the result's type (side payloads).
+        repr: A short repr of the result, for tables (side payloads).
+        error: Why the Function failed.
+        seconds: How long it ran.
+        created: When it ran.
+    """
+
+    code: str
+    value: Any = None
+    file: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    blobs: dict[str, int] = field(default_factory=dict)
+    type: str | None = None
+    repr: str | None = None
+    error: ErrorInfo | None = None
+    seconds: float | None = None
+    created: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @property
+    def inline(self) -> bool:
+        """Whether the value is stored in the entry itself (plain JSON)."""
+        return self.error is None and self.file is None
+
+    def summary(self) -> Any:
+        """The value if it is inline, else its short repr (for tables; loads nothing)."""
+        return self.value if self.inline else self.repr
+
+    def with_timing(self, seconds: float, created: str) -> ResultEntry:
+        values = {name: getattr(self, name) for name in ResultEntry.__dataclass_fields__}
+        values.update(seconds=seconds, created=created)
+        return ResultEntry(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"code": self.code}
+        if self.error is not None:
+            document["error"] = self.error.to_json()
+        elif self.file is not None:
+            document.update(
+                file=self.file,
+                sha256=self.sha256,
+                size=self.size,
+                blobs=self.blobs,
+                type=self.type,
+                repr=self.repr,
+            )
+        else:
+            document["value"] = self.value
+        if self.seconds is not None:
+            document["seconds"] = self.seconds
+        if self.created:
+            document["created"] = self.created
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any) -> ResultEntry:
+        what = "result"
+        _expect(document, dict, what)
+        error = document.get("error")
+        file = _field(document, "file", (str, type(None)), what, None)
+        if error is None and file is None and "value" not in document:
+            raise InvalidRecordError("result has neither `value`, `file` nor `error`")
+        seconds = _field(document, "seconds", (int, float, type(None)), what, None)
+        return cls(
+            code=_field(document, "code", str, what, ""),
+            value=document.get("value"),
+            file=file,
+            sha256=_field(document, "sha256", (str, type(None)), what, None),
+            size=_field(document, "size", (int, type(None)), what, None),
+            blobs=_field(document, "blobs", dict, what, {}),
+            type=_field(document, "type", (str, type(None)), what, None),
+            repr=_field(document, "repr", (str, type(None)), what, None),
+            error=ErrorInfo.from_json(error) if error is not None else None,
+            seconds=float(seconds) if seconds is not None else None,
+            created=_field(document, "created", str, what, ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notes:
+    """What was learned about a state after it was stored: tags gained, Function results."""
+
+    tags: tuple[str, ...] = ()
+    results: dict[str, ResultEntry] = field(default_factory=dict)
+
+    def merged(
+        self, tags: tuple[str, ...] | list[str] = (), results: Mapping[str, ResultEntry] = {}
+    ) -> Notes:
+        """These notes with more tags (kept in order, no duplicates) and results (replacing)."""
+        merged_tags = self.tags + tuple(tag for tag in dict.fromkeys(tags) if tag not in self.tags)
+        return Notes(merged_tags, {**self.results, **results})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tags": list(self.tags),
+            "results": {name: entry.to_json() for name, entry in self.results.items()},
+        }
+
+    @classmethod
+    def from_json(cls, document: Any) -> Notes:
+        _expect(document, dict, "notes")
+        results = _field(document, "results", dict, "notes", {})
+        return cls(
+            _strings(document.get("tags", []), "notes `tags`"),
+            {str(name): ResultEntry.from_json(entry) for name, entry in results.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentMeta:
+    """``experiment.json``: what the folder holds and who wrote it.
+
+    Attributes:
+        format: The format version of the store.
+        roots: Ids of the roots spawned into the folder, in order.
+        state_class: ``module:qualname`` of the experiment's state class.
+        experiment_arguments: The first root's ``spawn_new_tree`` arguments, JSON-safe.
+        dagger_version, python_version, torch_version: Who wrote it.
+        created: When the folder was first used; ``updated``: when a root was last added.
+    """
+
+    format: int
+    roots: tuple[str, ...]
+    state_class: str
+    experiment_arguments: dict[str, Any] = field(default_factory=dict)
+    dagger_version: str = ""
+    python_version: str = ""
+    torch_version: str | None = None
+    created: str = ""
+    updated: str | None = None
+
+    def with_roots(self, roots: tuple[str, ...] | list[str], updated: str) -> ExperimentMeta:
+        values = {name: getattr(self, name) for name in ExperimentMeta.__dataclass_fields__}
+        values.update(roots=tuple(roots), updated=updated)
+        return ExperimentMeta(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        document = {
+            "format": self.format,
+            "roots": list(self.roots),
+            "state_class": self.state_class,
+            "experiment_arguments": self.experiment_arguments,
+            "dagger_version": self.dagger_version,
+            "python_version": self.python_version,
+            "torch_version": self.torch_version,
+            "created": self.created,
+        }
+        if self.updated is not None:
+            document["updated"] = self.updated
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any) -> ExperimentMeta:
+        what = "experiment.json"
+        _expect(document, dict, what)
+        return cls(
+            format=_field(document, "format", int, what),
+            roots=_strings(document.get("roots", []), "experiment.json `roots`"),
+            state_class=_field(document, "state_class", str, what, ""),
+            experiment_arguments=_field(document, "experiment_arguments", dict, what, {}),
+            dagger_version=_field(document, "dagger_version", str, what, ""),
+            python_version=_field(document, "python_version", str, what, ""),
+            torch_version=_field(document, "torch_version", (str, type(None)), what, None),
+            created=_field(document, "created", str, what, ""),
+            updated=_field(document, "updated", (str, type(None)), what, None),
+        )
