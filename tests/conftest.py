@@ -22,6 +22,14 @@ def call_log(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def memory():
+    """An in-memory store: the runner's tests run against it (no files, no patching)."""
+    import dagger as dg
+
+    return dg.MemoryStore()
+
+
+@pytest.fixture
 def exp_dir(tmp_path):
     return tmp_path / "exp"
 

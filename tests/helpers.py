@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import dagger as dg
 
@@ -142,27 +141,29 @@ class GoldenAdd(dg.Recipe):
 
 
 # Every dtype a tensor can have that the store must bring back bitwise (test_blobs.py).
-DTYPES = [
-    torch.float32,
-    torch.float64,
-    torch.float16,
-    torch.bfloat16,
-    torch.bool,
-    torch.int8,
-    torch.uint8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.complex64,
-    torch.complex128,
+DTYPE_NAMES = [
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "int32",
+    "int64",
+    "complex64",
+    "complex128",
 ]
 
 
 class TensorState(dg.ExperimentState):
     def initialize_state(self, **arguments):
+        import torch  # here, so that the scripts that import helpers do not pay for torch
+
         generator = torch.Generator().manual_seed(0)
         self.tensors = {}
-        for dtype in DTYPES:
+        for dtype in (getattr(torch, name) for name in DTYPE_NAMES):
             base = torch.randn(64, 300, generator=generator, dtype=torch.float64)
             if dtype.is_complex:
                 value = torch.complex(base, base.flip(0)).to(dtype)

@@ -51,10 +51,10 @@ def test_results_are_visible_after_restore_without_loading_weights(exp_dir, stud
         DirectoryStore, "load", lambda self, *a, **k: loads.append(a) or original(self, *a, **k)
     )
     tree = dg.Experiment.restore(exp_dir).graph
-    assert tree.node(study["c"]).results["value_of"] == {"value": 6, "parity": 0}
-    assert np.array_equal(tree.node(study["c"]).results["spectrum"], np.full(3, 6, np.float32))
+    assert tree.node(study["c"]).dagger.results["value_of"] == {"value": 6, "parity": 0}
+    assert np.array_equal(tree.node(study["c"]).dagger.results["spectrum"], np.full(3, 6, np.float32))
     assert loads == []  # results come from the records and their side files, not payloads
-    assert tree.node(study["c"]).results.summary("spectrum").startswith("array(")
+    assert tree.node(study["c"]).dagger.results.summary("spectrum").startswith("array(")
 
 
 def test_results_are_recomputed_when_the_function_changes(exp_dir, study):
@@ -70,7 +70,7 @@ def test_results_are_recomputed_when_the_function_changes(exp_dir, study):
     report = exp.run(progress=False)
     assert report.functions == 1 and calls == [study["root"]]
     tree = dg.Experiment.restore(exp_dir).graph
-    assert tree.root.results["value_of"] == {"value": 100}
+    assert tree.root.dagger.results["value_of"] == {"value": 100}
 
 
 def test_where_of_recipe_select_sort_by(exp_dir, study):
@@ -80,10 +80,10 @@ def test_where_of_recipe_select_sort_by(exp_dir, study):
     assert set(nodes.where(start=1).ids) == set(study.values())  # a root property
     assert set(nodes.of_recipe(Multiply).ids) == {study["b"], study["c"]}
     assert set(nodes.of_recipe("Add").ids) == {study["a"], study["d"]}
-    big = nodes.select(lambda s: s.results["value_of"]["value"] > 5)
+    big = nodes.select(lambda s: s.dagger.results["value_of"]["value"] > 5)
     assert set(big.ids) == {study["c"], study["d"]}
     ordered = nodes.sort_by("result.value_of.value")
-    assert [s.results["value_of"]["value"] for s in ordered] == [1, 2, 4, 6, 11]
+    assert [s.dagger.results["value_of"]["value"] for s in ordered] == [1, 2, 4, 6, 11]
     assert nodes.sort_by("factor", reverse=True).ids[:2] == [study["c"], study["b"]]
     assert nodes.leaves.ids == [s for s in nodes.ids if s in {study["b"], study["c"], study["d"]}]
     with pytest.raises(dg.ColumnNotFoundError, match=r"named 'factr'.*did you mean 'factor'"):

@@ -366,13 +366,14 @@ def test_cli_verify_and_gc(exp_dir, subprocess_env):
 def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_path):
     """Loading a payload must not swap the live class's methods for rebuilt copies, which
     would change its code fingerprint, and so the ids, in the middle of a session."""
+    from dagger.identity import state_code_identity
     from dagger.store.payload import copy_payload
 
     class Local(dg.ExperimentState):  # not importable by name: pickled by value
         def initialize_state(self, **arguments):
             self.x = torch.zeros(3)
 
-    method, identity = Local.initialize_state, Local.code_identity()
+    method, identity = Local.initialize_state, state_code_identity(Local)
     state = Local()
     state.x = torch.ones(100_000)
     blobs = Blobs(tmp_path / "blobs", durable=False)
@@ -380,4 +381,4 @@ def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_p
     assert type(loads_payload(data, blobs)) is Local
     assert type(copy_payload(state)) is Local
     assert Local.initialize_state is method
-    assert Local.code_identity() == identity
+    assert state_code_identity(Local) == identity

@@ -43,9 +43,9 @@ def store_contents(exp_dir):
     for state in tree.nodes.iterator:
         contents[state.sha()] = (
             state.parent_sha,
-            state.record["recipe"],
+            state.dagger.record.recipe,
             sorted(state.tags),
-            dict(state.results),
+            dict(state.dagger.results),
             state.value,
             state.history,
         )
@@ -68,7 +68,7 @@ def test_process_pool_gives_the_same_store(tmp_path, in_process_store, call_log)
     assert sorted(read_log(call_log)).count("root") == 1
     assert len(read_log(call_log)) == 15  # every state computed exactly once
     tree = dg.Experiment.restore(tmp_path / "exp").graph
-    assert tree.root.results["value"] == 1
+    assert tree.root.dagger.results["value"] == 1
     # a rerun with the executor computes nothing
     exp = three_levels(tmp_path / "exp")
     with ProcessPoolExecutor(2) as pool:
@@ -170,8 +170,8 @@ def test_classes_defined_in_main_work_in_workers(tmp_path, subprocess_env):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4 [[0, 1, 2], [0, 3]]"
     tree = dg.Experiment.restore(tmp_path / "exp").graph  # the state class comes by value
-    (leaf,) = [state for state in tree.leaves if state.results]
-    assert leaf.results["length"] == 3
+    (leaf,) = [state for state in tree.leaves if state.dagger.results]
+    assert leaf.dagger.results["length"] == 3
     with leaf.lazy_load():
         assert leaf.values == [0, 1, 2]
 

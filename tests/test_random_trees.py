@@ -46,7 +46,7 @@ def test_random_tree_round_trip(start, subtrees):
         assert set(tree.node_map) == set(expected)
         for state in tree.nodes.iterator:
             assert state.value == expected[state.sha()]
-            if state.parent is not None:
+            if state.dagger.parent is not None:
                 assert state.parent_sha in expected
 
         exp = dg.Experiment(folder, CounterState, durability="fast")

@@ -125,7 +125,7 @@ def test_missing_payload_is_dashed(exp_dir, stored):
     for payload in (exp_dir / "states").glob(f"{stored['b']}.*.pkl"):
         payload.unlink()
     tree = dg.Experiment.restore(exp_dir).graph
-    assert tree.node(stored["b"]).status == "missing"
+    assert tree.node(stored["b"]).dagger.status == "missing"
     dot = tree.to_dot()
     assert 'style="rounded,dashed"' in node_attributes(dot, stored["b"])
     assert "dashed" not in node_attributes(dot, stored["c"])

@@ -10,8 +10,9 @@ from helpers import Add, Boom, CounterState, Multiply, read_log
 import dagger as dg
 
 
-def build(exp_dir, start=1):
-    exp = dg.Experiment(exp_dir, CounterState)
+def build(target, start=1):
+    """An experiment on ``target``: a folder, or an in-memory store (most tests here)."""
+    exp = dg.Experiment(target, CounterState)
     root = exp.spawn_new_tree(start=start)
     return exp, root
 
@@ -52,8 +53,8 @@ def test_run_computes_each_state_once_and_rerun_computes_nothing(exp_dir, call_l
     assert stored_files(exp_dir) == before  # nothing rewritten
 
 
-def test_values_flow_down_the_tree_and_siblings_are_independent(exp_dir):
-    exp, root = build(exp_dir, start=2)
+def test_values_flow_down_the_tree_and_siblings_are_independent(memory):
+    exp, root = build(memory, start=2)
     a = Add(1)(root)
     b = Multiply(10)(a)
     c = Multiply(100)(a)
@@ -65,11 +66,11 @@ def test_values_flow_down_the_tree_and_siblings_are_independent(exp_dir):
     assert c.get().history == [("root", 2), ("add", 1), ("mul", 100)]
 
 
-def test_growing_the_tree_computes_only_the_new_states(exp_dir, call_log):
-    exp, root = build(exp_dir)
+def test_growing_the_tree_computes_only_the_new_states(memory, call_log):
+    exp, root = build(memory)
     Add(1)(root)
     exp.run(progress=False)
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     a = Add(1)(root)
     Multiply(2)(a)
     report = exp.run(progress=False)
@@ -77,35 +78,27 @@ def test_growing_the_tree_computes_only_the_new_states(exp_dir, call_log):
     assert read_log(call_log) == ["root", "add:1", "mul:2"]
 
 
-def test_cached_subtree_costs_no_payload_load(exp_dir, monkeypatch):
-    exp, root = build(exp_dir)
+def test_cached_subtree_costs_no_payload_load(memory):
+    exp, root = build(memory)
     a = Add(1)(root)
     Multiply(2)(a)
     exp.run(progress=False)
-
-    loads = []
-    original = dg.Experiment.load_state
-
-    def counting(self, sha, *args, **kwargs):
-        loads.append(sha)
-        return original(self, sha, *args, **kwargs)
-
-    monkeypatch.setattr(dg.Experiment, "load_state", counting)
-    exp, root = build(exp_dir)
+    loads = memory.loads
+    exp, root = build(memory)
     a = Add(1)(root)
     Multiply(2)(a)
     exp.run(progress=False)
-    assert loads == []
+    assert memory.loads == loads
     # a new child of a stored state loads only that parent
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     a = Add(1)(root)
     Multiply(7)(a)
     exp.run(progress=False)
-    assert loads == [a.sha()]
+    assert memory.loads == loads + 1
 
 
-def test_same_recipe_twice_is_one_state(exp_dir, call_log):
-    exp, root = build(exp_dir)
+def test_same_recipe_twice_is_one_state(memory, call_log):
+    exp, root = build(memory)
     first = Add(1)(root)
     second = Add(1)(root)
     assert first.sha() == second.sha()
@@ -114,8 +107,8 @@ def test_same_recipe_twice_is_one_state(exp_dir, call_log):
     assert read_log(call_log) == ["root", "add:1"]
 
 
-def test_tags_are_labels_not_identity(exp_dir, call_log):
-    exp, root = build(exp_dir)
+def test_tags_are_labels_not_identity(memory, call_log):
+    exp, root = build(memory)
     with exp.tag("lr-sweep"):
         a = Add(1)(root)
     with exp.tag("baseline"):
@@ -123,21 +116,21 @@ def test_tags_are_labels_not_identity(exp_dir, call_log):
     assert a.sha() == b.sha()
     exp.run(progress=False)
     assert read_log(call_log) == ["root", "add:1"]
-    tree = dg.Experiment.restore(exp_dir).graph
+    tree = dg.Experiment.restore(memory).graph
     assert sorted(tree.node(a.sha()).tags) == ["baseline", "lr-sweep"]
 
     # a later run under a new tag adds it to the stored state, computing nothing
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     with exp.tag("revisited"):
         Add(1)(root)
     assert exp.run(progress=False).computed == 0
-    tree = dg.Experiment.restore(exp_dir).graph
+    tree = dg.Experiment.restore(memory).graph
     assert sorted(tree.node(a.sha()).tags) == ["baseline", "lr-sweep", "revisited"]
     assert tree.nodes.filter("revisited").ids == [a.sha()]
 
 
-def test_tag_contexts_nest(exp_dir):
-    exp, root = build(exp_dir)
+def test_tag_contexts_nest(memory):
+    exp, root = build(memory)
     with exp.tag("outer"):
         with exp.tag("inner"):
             assert exp.tags == ["outer", "inner"]
@@ -147,7 +140,7 @@ def test_tag_contexts_nest(exp_dir):
     assert a.tags == ("outer", "inner")
 
 
-def test_parent_copies_the_last_child_takes_the_object(exp_dir):
+def test_parent_copies_the_last_child_takes_the_object(memory):
     seen = []
 
     class Record(dg.Recipe):
@@ -158,7 +151,7 @@ def test_parent_copies_the_last_child_takes_the_object(exp_dir):
             seen.append(state)
             return state
 
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     for index in range(3):
         Record(index)(root)
     exp.run(progress=False)
@@ -190,8 +183,8 @@ def test_a_failure_is_recorded_and_the_rest_of_the_tree_runs(exp_dir, call_log):
 
     # the failed state shows in the restored tree
     tree = dg.Experiment.restore(exp_dir).graph
-    assert tree.node(bad.sha()).status == "failed"
-    assert tree.node(good.sha()).status == "done"
+    assert tree.node(bad.sha()).dagger.status == "failed"
+    assert tree.node(good.sha()).dagger.status == "done"
 
 
 def test_a_fixed_failure_is_recomputed_and_its_failure_record_cleared(exp_dir):
@@ -213,11 +206,11 @@ def test_a_fixed_failure_is_recomputed_and_its_failure_record_cleared(exp_dir):
     flaky = Flaky()(root)
     assert exp.run(progress=False).computed == 1
     assert not (exp_dir / "states" / f"{flaky.sha()}.failed.json").exists()
-    assert dg.Experiment.restore(exp_dir).graph.node(flaky.sha()).status == "done"
+    assert dg.Experiment.restore(exp_dir).graph.node(flaky.sha()).dagger.status == "done"
 
 
-def test_keep_going_false_stops_at_the_first_failure(exp_dir, call_log):
-    exp, root = build(exp_dir)
+def test_keep_going_false_stops_at_the_first_failure(memory, call_log):
+    exp, root = build(memory)
     Boom()(root)
     Add(1)(root)
     with pytest.raises(dg.RunError) as info:
@@ -226,12 +219,12 @@ def test_keep_going_false_stops_at_the_first_failure(exp_dir, call_log):
     assert "add:1" not in read_log(call_log)
 
 
-def test_run_returning_not_a_state_is_a_clear_failure(exp_dir):
+def test_run_returning_not_a_state_is_a_clear_failure(memory):
     class Forgetful(dg.Recipe):
         def run(self, state):
             state.value = 0  # forgot `return state`
 
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     Forgetful()(root)
     with pytest.raises(dg.RunError, match=r"Forgetful.run` returned a `NoneType`") as info:
         exp.run(progress=False)
@@ -257,8 +250,8 @@ def test_unpicklable_attribute_is_named_and_leaves_no_files(exp_dir):
     assert not [n for n in names if n.startswith(".")]
 
 
-def test_get_computes_only_the_path(exp_dir, call_log):
-    exp, root = build(exp_dir)
+def test_get_computes_only_the_path(memory, call_log):
+    exp, root = build(memory)
     a = Add(1)(root)
     b = Multiply(3)(a)
     Multiply(100)(a)
@@ -274,8 +267,8 @@ def test_get_computes_only_the_path(exp_dir, call_log):
     assert read_log(call_log) == ["root", "add:1", "mul:3"]
 
 
-def test_get_of_a_failing_state_raises(exp_dir):
-    exp, root = build(exp_dir)
+def test_get_of_a_failing_state_raises(memory):
+    exp, root = build(memory)
     bad = Boom()(root)
     with pytest.raises(dg.RunError, match="boom on purpose"):
         bad.get()
@@ -308,33 +301,33 @@ def test_keyboard_interrupt_leaves_a_consistent_store(exp_dir, call_log):
     assert report.computed == 2 and report.cached == 2
 
 
-def test_functions_record_results_and_are_reused(exp_dir, call_log):
+def test_functions_record_results_and_are_reused(memory, call_log):
     calls = []
 
     def value_of(state):
         calls.append(state.sha())
         return {"value": state.value, "double": 2 * state.value}
 
-    exp, root = build(exp_dir, start=3)
+    exp, root = build(memory, start=3)
     a = Add(1)(root)
     assert dg.Function(value_of)(a) is a
     report = exp.run(progress=False)
     assert report.functions == 1
-    tree = dg.Experiment.restore(exp_dir).graph
-    assert tree.node(a.sha()).results["value_of"] == {"value": 4, "double": 8}
+    tree = dg.Experiment.restore(memory).graph
+    assert tree.node(a.sha()).dagger.results["value_of"] == {"value": 4, "double": 8}
 
-    exp, root = build(exp_dir, start=3)
+    exp, root = build(memory, start=3)
     a = Add(1)(root)
     dg.Function(value_of)(a)
     report = exp.run(progress=False)
     assert report.functions == 0 and calls == [a.sha()]
 
 
-def test_function_failure_is_reported_and_does_not_stop_the_tree(exp_dir):
+def test_function_failure_is_reported_and_does_not_stop_the_tree(memory):
     def broken(state):
         raise ZeroDivisionError("nope")
 
-    exp, root = build(exp_dir)
+    exp, root = build(memory)
     a = Add(1)(root)
     dg.Function(broken)(a)
     Multiply(2)(a)
@@ -344,8 +337,8 @@ def test_function_failure_is_reported_and_does_not_stop_the_tree(exp_dir):
     assert info.value.report.computed == 3
 
 
-def test_a_run_report_counts_and_times(exp_dir):
-    exp, root = build(exp_dir)
+def test_a_run_report_counts_and_times(memory):
+    exp, root = build(memory)
     Add(1)(root)
     report = exp.run(progress=False)
     assert report.seconds > 0

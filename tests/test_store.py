@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import signal
 import subprocess
@@ -130,7 +131,7 @@ def test_concurrent_writers_of_one_state_first_wins(exp_dir):
     record = store.read_record(child.sha())
     state = child.get()
     state.value = "a different value"
-    loser = {k: v for k, v in record.items() if k != "payload"}
+    loser = dataclasses.replace(record, payload=None, blobs={})
     winner = store.save(child.sha(), state, loser)
     assert winner == record
     assert child.get().value == 2

@@ -59,12 +59,12 @@ def test_tree_structure(exp_dir, stored):
     assert set(tree.leaves.ids) == {stored["b"], stored["c"], stored["d"]}
     assert tree.nodes.ids[0] == stored["root"]
     b = tree.node(stored["b"])
-    assert b.parent is tree.node(stored["a"])
-    assert b in tree.node(stored["a"]).children
+    assert b.dagger.parent is tree.node(stored["a"])
+    assert b in tree.node(stored["a"]).dagger.children
     assert b.parent_sha == stored["a"]
     assert b.recipe.name == "Multiply" and b.recipe.params == {"factor": 3}
     assert str(b.recipe) == "Multiply(factor=3)"
-    assert b.properties == {"start": 1}
+    assert b.dagger.properties == {"start": 1}
 
 
 def test_node_by_unique_prefix(exp_dir, stored):

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     # Analysis reads the store back: slim states (records and results, no weights), fast.
     tree = dg.Experiment.restore(args.directory).graph
     dense = tree.nodes.filter("dense").of_recipe(Train)[0]
-    print(f"\nTest accuracy of the trained dense network: {dense.results['test']['accuracy']:.3f}")
+    print(f"\nTest accuracy of the trained dense network: {dense.dagger.results['test']['accuracy']:.3f}")
     print("Test accuracy after pruning (pruned: before any retraining):")
     print(results_table(tree).to_string(index=False, float_format="{:.3f}".format))
 
