@@ -52,7 +52,9 @@ def test_results_are_visible_after_restore_without_loading_weights(exp_dir, stud
     )
     tree = dg.Experiment.restore(exp_dir).graph
     assert tree.node(study["c"]).dagger.results["value_of"] == {"value": 6, "parity": 0}
-    assert np.array_equal(tree.node(study["c"]).dagger.results["spectrum"], np.full(3, 6, np.float32))
+    assert np.array_equal(
+        tree.node(study["c"]).dagger.results["spectrum"], np.full(3, 6, np.float32)
+    )
     assert loads == []  # results come from the records and their side files, not payloads
     assert tree.node(study["c"]).dagger.results.summary("spectrum").startswith("array(")
 

@@ -24,9 +24,9 @@ from .errors import (
     UnknownFormatError,
 )
 from .experiment import Experiment
+from .nodeset import NodeSet
 from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe, function
-from .nodeset import NodeSet
 from .record import Status
 from .runner import Failure, RunReport
 from .state import ExperimentState, StateInfo
