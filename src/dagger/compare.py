@@ -440,23 +440,21 @@ def _sparse_value_pairs(torch: Any, first: Any, second: Any) -> Iterator[tuple[A
     ):
         # Put both on the union of their positions: adding a zero keeps every value (NaN too).
         first, second = (
-            (
-                first
-                + torch.sparse_coo_tensor(
-                    second.indices(), torch.zeros_like(second.values()), second.shape
-                )
-            ).coalesce(),
-            (
-                second
-                + torch.sparse_coo_tensor(
-                    first.indices(), torch.zeros_like(first.values()), first.shape
-                )
-            ).coalesce(),
+            (first + _zeros_at(torch, second)).coalesce(),
+            (second + _zeros_at(torch, first)).coalesce(),
         )
     return zip(
         flat_pieces(first.values(), PIECE_ELEMENTS),
         flat_pieces(second.values(), PIECE_ELEMENTS),
         strict=True,
+    )
+
+
+def _zeros_at(torch: Any, sparse: Any) -> Any:
+    """A sparse tensor of zeros at the stored positions of ``sparse`` (valid by construction,
+    so torch's invariant checks are not needed)."""
+    return torch.sparse_coo_tensor(
+        sparse.indices(), torch.zeros_like(sparse.values()), sparse.shape, check_invariants=False
     )
 
 

@@ -110,10 +110,11 @@ def state_attributes(state: Any) -> dict[str, Any]:
             return {**(got[0] or {}), **got[1]}
     if hasattr(state, "__dict__"):
         return dict(vars(state))
+    type_name = qualified_name(type(state)).removeprefix("builtins.")
     raise InvalidArgumentError(
         f"Expected a state (an object with attributes) or a mapping of attribute names to "
-        f"values, got a `{qualified_name(type(state))}`. Pass the loaded state itself, or a "
-        "dict of its attributes.",
+        f"values, got a `{type_name}`. Pass the loaded state itself, or a dict of its "
+        "attributes.",
         value_type=qualified_name(type(state)),
     )
 
