@@ -256,6 +256,19 @@ def test_dtype_shape_type_and_missing():
     assert not [path for path in comparison.paths if path.startswith("table['dropped'][")]
 
 
+def test_masked_arrays_compare_data_and_mask():
+    data = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    remasked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, False, False])
+    comparison = compare_states({"m": data}, {"m": remasked})
+    assert comparison.paths == ["m.mask"]
+    first, second = np.array([1, 2]).view(Tagged), np.array([1, 3]).view(Tagged)
+    assert compare_states({"m": first}, {"m": second})["m"].fraction == 0.5
+
+
+class Tagged(np.ndarray):
+    """An ndarray subclass, as libraries define them."""
+
+
 def test_a_tensor_and_an_array_differ_in_type():
     difference = compare_states({"x": torch.zeros(2)}, {"x": np.zeros(2)})["x"]
     assert difference.kind == "type"

@@ -259,9 +259,15 @@ class _Walker:
         if numpy is not None:
             if isinstance(value, numpy.ndarray):
                 type_name = qualified_name(type(value))
+                if isinstance(value, numpy.ma.MaskedArray):
+                    # Its values are data and mask together; either alone would miss changes.
+                    masked = {"data": value.data, "mask": numpy.ma.getmaskarray(value)}
+                    return self._entries(masked, path, type_name)
                 if value.dtype.hasobject:
                     return self._object_array_parts(value, path, type_name)
-                return iter([Part(path, "array", type_name, value)])
+                # Subclasses (np.matrix, memmap) compare and hash by their values as arrays.
+                plain = value if type(value) is numpy.ndarray else value.view(numpy.ndarray)
+                return iter([Part(path, "array", type_name, plain)])
             if isinstance(value, numpy.number):
                 return iter([Part(path, "number", qualified_name(type(value)), value)])
             if isinstance(value, numpy.random.Generator):
