@@ -269,6 +269,27 @@ class Tagged(np.ndarray):
     """An ndarray subclass, as libraries define them."""
 
 
+def test_a_container_of_another_type_is_one_difference():
+    comparison = compare_states(
+        {"history": [0.5, 0.25], "table": {"a": 1, "b": 2}},
+        {"history": [0.5, "diverged"], "table": [1, 2]},
+    )
+    assert comparison.paths == ["history", "table"]
+    assert comparison["history"].detail == "list of float64 numbers vs list of mixed items"
+    assert comparison["table"].detail == "dict vs list"
+
+
+def test_a_state_of_another_class_still_compares_its_attributes():
+    class Other(dg.ExperimentState):
+        pass
+
+    first, second = ModelState(), Other()
+    first.value, second.value, second.extra = 1, 2, 3
+    comparison = compare_states(first, second)
+    assert comparison[""].kind == "type"
+    assert {"value", "extra"} <= set(comparison.paths)
+
+
 def test_a_tensor_and_an_array_differ_in_type():
     difference = compare_states({"x": torch.zeros(2)}, {"x": np.zeros(2)})["x"]
     assert difference.kind == "type"
@@ -430,6 +451,19 @@ def test_dataclasses_and_plain_objects_are_walked():
     }
     comparison = compare_states(first, second)
     assert comparison.paths == ["metrics.per_class", "holder.weights"]
+
+
+class Unpicklable:
+    def __init__(self, value):
+        self.value = value
+
+    def __getstate__(self):
+        raise TypeError("Unpicklable objects cannot be pickled")
+
+
+def test_an_object_that_refuses_pickling_is_walked_through_its_attributes():
+    comparison = compare_states({"u": Unpicklable(1)}, {"u": Unpicklable(2)})
+    assert comparison.paths == ["u.value"]
 
 
 def test_values_without_an_encoding_compare_with_eq_and_say_so():

@@ -185,6 +185,17 @@ def test_without_a_script_the_current_directory_counts(probe, repository, tmp_pa
 
 
 @needs_git
+def test_a_tool_names_the_directory_whose_repository_counts(repository, tmp_path):
+    # As `python -m dagger ...` does: its own script is not the user's code.
+    environment = capture_environment(git_directory=repository)
+    assert environment["git_commit"] == git(repository, "rev-parse", "HEAD")
+    assert environment["git_dirty"] is False
+    outside = capture_environment(git_directory=tmp_path / "missing")
+    assert outside["git_commit"] is None
+    assert outside["git_error"].startswith(f"`git status` in {tmp_path / 'missing'} failed: ")
+
+
+@needs_git
 def test_a_repository_without_commits(probe, tmp_path):
     repo = tmp_path / "fresh"
     repo.mkdir()

@@ -181,6 +181,7 @@ def compare_states(
     differences: list[Difference] = []
     only_second: list[Part] = []
     compared_with_eq: list[str] = []
+    retyped: list[str] = []
     compared = 0
     for part in iter_parts(second, exclude=excluded):
         counterpart = first_parts.pop(part.path, None)
@@ -193,8 +194,11 @@ def compare_states(
         difference = _compare_parts(counterpart, part, rtol, atol)
         if difference is not None:
             differences.append(difference)
-    differences.extend(_missing(only_second, "only the second state has it"))
-    differences.extend(_missing(list(first_parts.values()), "only the first state has it"))
+            if difference.kind == "type" and part.path and "node" in (part.kind, counterpart.kind):
+                # What a container of another type holds is reported once, by its type.
+                retyped.append(part.path)
+    differences.extend(_missing(only_second, "only the second state has it", retyped))
+    differences.extend(_missing(list(first_parts.values()), "only the first state has it", retyped))
     return StateComparison(
         differences=tuple(differences),
         compared=compared,
@@ -219,9 +223,10 @@ def _tolerance(name: str, value: Any) -> float:
     return number
 
 
-def _missing(parts: list[Part], detail: str) -> Iterator[Difference]:
-    """One difference per missing path, leaving out what lies inside a missing container."""
-    containers: list[str] = []
+def _missing(parts: list[Part], detail: str, retyped: list[str]) -> Iterator[Difference]:
+    """One difference per missing path, leaving out what lies inside a missing container or
+    inside a container whose type differs (``retyped``)."""
+    containers: list[str] = list(retyped)
     for part in sorted(parts, key=lambda part: part.path):
         if any(_inside(part.path, container) for container in containers):
             continue
@@ -238,8 +243,11 @@ def _inside(path: str, container: str) -> bool:
 
 def _compare_parts(first: Part, second: Part, rtol: float, atol: float) -> Difference | None:
     path = first.path
-    if first.kind != second.kind or first.type_name != second.type_name:
+    if first.type_name != second.type_name:
         return Difference(path, "type", f"{_type(first.type_name)} vs {_type(second.type_name)}")
+    if first.kind != second.kind:
+        # One type, walked two ways: a sequence of only numbers and one of mixed items.
+        return Difference(path, "type", f"{_kind_text(first)} vs {_kind_text(second)}")
     if first.kind == "node":
         return None
     if first.kind == "tensor":
@@ -538,6 +546,15 @@ def _bytes_equal(first: Any, second: Any) -> Any:
 
 
 # -- formatting ----------------------------------------------------------------------------------
+
+
+def _kind_text(part: Part) -> str:
+    name = _type(part.type_name)
+    if part.kind == "array" and name in ("list", "tuple"):
+        return f"{name} of {part.value.dtype} numbers"
+    if part.kind == "node":
+        return f"{name} of mixed items"
+    return f"{name} ({part.kind})"
 
 
 def _type(type_name: str) -> str:

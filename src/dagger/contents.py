@@ -102,7 +102,12 @@ def state_attributes(state: Any) -> dict[str, Any]:
         return dict(state)
     getstate = getattr(state, "__getstate__", None)
     if callable(getstate):
-        got = getstate()
+        try:
+            got = getstate()
+        except Exception:
+            # Objects that refuse to be pickled (open files, iterators over worker
+            # processes) still have attributes to look at.
+            got = None
         if isinstance(got, dict):
             return dict(got)
         # object.__getstate__ of a class with __slots__ returns (dict or None, slots dict).

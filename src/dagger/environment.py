@@ -70,8 +70,15 @@ ENVIRONMENT_VARIABLES = (
 GIT_TIMEOUT_SECONDS = 10.0
 
 
-def capture_environment() -> dict[str, Any]:
+def capture_environment(git_directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """What the current process computes with (see the module docstring for the keys).
+
+    Args:
+        git_directory: Where to look for the user's git repository. None (the default) takes
+            the folder of the ``__main__`` script, or the current directory when there is no
+            script file (notebooks, ``python -c``); a command-line tool that runs the user's
+            recipes (``python -m dagger ...``) should pass the user's directory instead.
+            ``git`` runs once per process for each directory.
 
     Returns:
         A new JSON-serialisable dict each call (the caller may change it).
@@ -80,7 +87,9 @@ def capture_environment() -> dict[str, Any]:
     environment["numpy"] = _library_version("numpy")
     environment["torch"] = _library_version("torch")
     environment.update(_torch_facts())
-    environment.update(_git_facts())
+    directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
+    commit, dirty, error = _git_status(directory)
+    environment.update(git_commit=commit, git_dirty=dirty, git_error=error)
     environment["env"] = {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES}
     return environment
 
@@ -147,11 +156,7 @@ def _cuda_facts() -> dict[str, Any]:
     }
 
 
-def _git_facts() -> dict[str, Any]:
-    facts = _git_status()
-    return {"git_commit": facts[0], "git_dirty": facts[1], "git_error": facts[2]}
-
-
+@functools.cache
 def _script_directory() -> Path:
     """The folder of the ``__main__`` script; the current directory without one (notebooks,
     the interactive interpreter, ``python -c``)."""
@@ -165,9 +170,9 @@ def _script_directory() -> Path:
 
 
 @functools.cache
-def _git_status() -> tuple[str | None, bool | None, str | None]:
-    """(commit, dirty, why there is no commit), from one ``git status`` run once per process."""
-    directory = _script_directory()
+def _git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, why there is no commit), from one ``git status`` per process and
+    directory."""
     command = [
         "git",
         # Never take the index lock: concurrent runs and the user's own git stay unaffected.
