@@ -34,6 +34,8 @@ dagger::
     ├── GraphvizNotFoundError(DaggerError, RuntimeError)
     │                                                  drawing without Graphviz's `dot`
     ├── UnknownFormatError(DaggerError, ValueError)    draw() asked for another file format
+    ├── InvalidArgumentError(DaggerError, ValueError)  an argument outside what it allows: a
+    │                                                  negative tolerance, an unknown plan action
     └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
 
 Errors carry the offending values as attributes and pickle cleanly, because they cross process
@@ -53,6 +55,7 @@ __all__ = [
     "GraphvizNotFoundError",
     "GraphvizNotInstalledError",
     "HashingError",
+    "InvalidArgumentError",
     "InvalidQueryError",
     "MissingPropertyError",
     "NotAnExperimentError",
@@ -175,6 +178,11 @@ class GraphvizNotFoundError(DaggerError, RuntimeError):
 
 class UnknownFormatError(DaggerError, ValueError):
     """``draw()`` was asked for a file format it does not write."""
+
+
+class InvalidArgumentError(DaggerError, ValueError):
+    """An argument is outside what the function allows (a negative tolerance, an unknown plan
+    action); the message names the value and what is allowed."""
 
 
 class RunError(DaggerError, RuntimeError):
