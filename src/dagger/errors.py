@@ -24,6 +24,10 @@ dagger::
     ├── GraphvizNotFoundError(DaggerError, RuntimeError)
     │                                                  drawing without Graphviz's `dot`
     ├── UnknownFormatError(DaggerError, ValueError)    draw() asked for another file format
+    ├── MissingDependencyError(DaggerError, ImportError)
+    │                                                  plots or reports without matplotlib/Jinja2
+    ├── PlotError(DaggerError, ValueError)             a plot or drawing asked for wrongly: unknown
+    │                                                  kind or colour map, no state with both values
     └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
 
 Errors carry the offending values as attributes and pickle cleanly, because they cross process
@@ -42,8 +46,10 @@ __all__ = [
     "GraphvizNotFoundError",
     "GraphvizNotInstalledError",
     "HashingError",
+    "MissingDependencyError",
     "MissingPropertyError",
     "NotAnExperimentError",
+    "PlotError",
     "RecipeResultError",
     "RunError",
     "SerializationError",
@@ -137,6 +143,15 @@ class GraphvizNotFoundError(DaggerError, RuntimeError):
 
 class UnknownFormatError(DaggerError, ValueError):
     """``draw()`` was asked for a file format it does not write."""
+
+
+class MissingDependencyError(DaggerError, ImportError):
+    """An optional package a feature needs (matplotlib, Jinja2) is not installed."""
+
+
+class PlotError(DaggerError, ValueError):
+    """A plot or drawing cannot be made as asked: an unknown kind or colour map, a bad
+    ``collapse``, or no state that holds both plotted values."""
 
 
 class RunError(DaggerError, RuntimeError):
