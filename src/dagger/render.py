@@ -40,10 +40,13 @@ import difflib
 import html
 import logging
 import math
+import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +63,6 @@ from .errors import (
 from .plots import OKABE_ITO, is_numeric, resolve_column
 
 if TYPE_CHECKING:
-    import os
-
     import graphviz
 
     from .state import ExperimentState
@@ -790,11 +791,16 @@ def _graphviz() -> Any:
     return graphviz
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _escape(text: str) -> str:
-    """Text for an HTML-like Graphviz label: markup escaped, control characters (which XML
-    does not allow) and unencodable surrogates replaced."""
+    """Text for an HTML-like Graphviz label, shown as written: markup escaped, backslashes
+    doubled (Graphviz expands ``\\N`` to the node's name even in HTML labels, also when written
+    as ``&#92;``), control characters (which XML does not allow) and unencodable surrogates
+    replaced."""
     cleaned = "".join(char if char >= " " or char == "\t" else " " for char in text)
-    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8")
+    cleaned = _SURROGATE.sub("\ufffd", cleaned).replace("\\", "\\\\")
     return html.escape(cleaned, quote=True)
 
 
@@ -923,9 +929,11 @@ def _style(status: str, fill: str | None, has_recipe: bool) -> dict[str, str]:
 
 
 def _tooltip(text: str) -> str:
-    # Tooltips are Graphviz escape strings: a backslash would start an escape (\N is the
-    # node's name), so it is doubled; newlines become Graphviz's \n.
-    return text.replace("\\", "\\\\").replace("\r", "").replace("\n", "\\n")
+    # Tooltips are Graphviz escape strings, read twice: "\\\\" becomes "\\", and then "\\N"
+    # becomes the node's name. A zero-width space after each (doubled) backslash survives both
+    # readings and shows the backslash as written. Newlines become Graphviz's "\\n".
+    escaped = text.replace("\r", "").replace("\\", "\\\\\u200b")
+    return escaped.replace("\n", "\\n")
 
 
 def _state_tooltip(fact: StateFacts) -> str:
@@ -1225,7 +1233,8 @@ def _in_notebook() -> bool:
 
 
 def _system_viewer() -> str | None:
-    """The program graphviz.view would start here, if it exists."""
+    """The program that opens a file with its usual application here, if there is one
+    (the choice graphviz.view makes)."""
     if sys.platform.startswith("win"):
         return "os.startfile"
     program = "open" if sys.platform == "darwin" else "xdg-open"
@@ -1243,14 +1252,27 @@ def _view(path: Path, file_format: str, graph: graphviz.Digraph) -> None:
         else:  # a notebook cannot show a PDF inline: show the same drawing as SVG
             display(SVG(data=_pipe(graph, "svg").decode("utf-8")))
         return
-    if _system_viewer() is None:
+    viewer = _system_viewer()
+    if viewer is None:
         logger.warning(
             "The drawing is in %s; no program to open it was found here (xdg-open on Linux, "
             "open on macOS), so it was not opened.",
             path,
         )
         return
-    _graphviz().view(str(path))
+    if viewer == "os.startfile":
+        os.startfile(path)  # type: ignore[attr-defined]  # Windows only
+        return
+    # Not awaited (a viewer may stay open), but reaped by a thread when it ends, so that no
+    # zombie process or "still running" ResourceWarning is left behind.
+    process = subprocess.Popen(
+        [viewer, str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    threading.Thread(target=process.wait, name="dagger-viewer", daemon=True).start()
 
 
 # -- notebooks -------------------------------------------------------------------------------------
