@@ -52,7 +52,8 @@ PLOT_FORMATS = ("png", "svg", "pdf")
 PLOT_KINDS = ("line", "scatter")
 
 #: A qualitative palette that stays distinguishable for the common colour-vision deficiencies
-#: (Okabe & Ito, "Color Universal Design", 2008), black left out; more groups use tab20.
+#: (Okabe & Ito, "Color Universal Design", 2008), black left out (it reads as text and as
+#: failure); more groups use tab20.
 OKABE_ITO = (
     "#0072B2",
     "#E69F00",
@@ -60,8 +61,8 @@ OKABE_ITO = (
     "#CC79A7",
     "#56B4E9",
     "#D55E00",
-    "#F0E442",
     "#999999",
+    "#F0E442",  # last: yellow is hard to see on white
 )
 
 # A numeric hue with more distinct values than this is drawn on a colour map, not as groups.

@@ -235,14 +235,37 @@
     }
   });
 
-  var fit = document.getElementById("fit");
-  if (fit) {
-    fit.addEventListener("click", function () {
-      var drawing = document.getElementById("drawing");
-      var fitted = drawing.classList.toggle("fit");
-      fit.setAttribute("aria-pressed", String(fitted));
-      fit.textContent = fitted ? "Actual size" : "Fit to width";
-    });
+  // Zoom: the drawing fits the panel unless that makes its text too small to read; then it
+  // is shown larger, scrolled to its root.
+  var drawing = document.getElementById("drawing");
+  var svg = drawing.querySelector("svg");
+  var zoom = { natural: 0, scale: 1 };
+  function setScale(scale) {
+    zoom.scale = Math.min(Math.max(scale, 0.05), 4);
+    svg.style.width = Math.round(zoom.natural * zoom.scale) + "px";
+    document.getElementById("zoom-level").textContent = Math.round(zoom.scale * 100) + "%";
+  }
+  function fitScale() {
+    var room = drawing.clientWidth - 20;
+    return Math.min(1, room / zoom.natural);
+  }
+  if (svg) {
+    var box = svg.viewBox && svg.viewBox.baseVal;
+    // Graphviz sizes its SVG in points; CSS pixels are 4/3 of a point.
+    zoom.natural = (box && box.width ? box.width : svg.getBoundingClientRect().width) * 4 / 3;
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
+    setScale(Math.max(fitScale(), Math.min(1, 0.6)));
+    var root = drawing.querySelector("g.node.state");
+    if (root && zoom.scale > fitScale()) {
+      var rootBox = root.getBoundingClientRect();
+      var panel = drawing.getBoundingClientRect();
+      drawing.scrollLeft += rootBox.left + rootBox.width / 2 - panel.left - panel.width / 2;
+    }
+    document.getElementById("zoom-in").addEventListener("click", function () { setScale(zoom.scale * 1.25); });
+    document.getElementById("zoom-out").addEventListener("click", function () { setScale(zoom.scale / 1.25); });
+    document.getElementById("zoom-fit").addEventListener("click", function () { setScale(fitScale()); });
+    document.getElementById("zoom-actual").addEventListener("click", function () { setScale(1); });
   }
 
   // -- details -------------------------------------------------------------------------------
@@ -269,16 +292,30 @@
     return list;
   }
 
-  function valueTable(values) {
+  function flatten(prefix, value, into) {
+    // Dict results one row per key (measure.value, measure.ratio), as in the table's columns.
+    if (value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+      Object.keys(value).forEach(function (key) { flatten(prefix + "." + key, value[key], into); });
+    } else {
+      into.push([prefix, value]);
+    }
+    return into;
+  }
+
+  function valueTable(values, reprs) {
     var tableNode = element("table");
     Object.keys(values).forEach(function (name) {
-      var tr = element("tr");
-      tr.appendChild(element("td", name));
-      var value = values[name];
-      var text = typeof value === "string" ? value : formatValue(value);
-      if (value !== null && typeof value === "object" && !Array.isArray(value)) text = JSON.stringify(value, null, 1);
-      tr.appendChild(element("td", text));
-      tableNode.appendChild(tr);
+      var rows = reprs && reprs.indexOf(name) !== -1 ? [[name, values[name]]] : flatten(name, values[name], []);
+      rows.forEach(function (pair) {
+        var tr = element("tr");
+        tr.appendChild(element("td", pair[0]));
+        var value = pair[1];
+        var cell = element("td", typeof value === "string" ? value : formatValue(value));
+        if (isNumber(value) && !Number.isInteger(value)) cell.title = String(value);  // full precision
+        else if (typeof value === "object" && value !== null) cell.title = JSON.stringify(value);
+        tr.appendChild(cell);
+        tableNode.appendChild(tr);
+      });
     });
     return tableNode;
   }
@@ -307,7 +344,7 @@
     ]));
     var params = state.params || {};
     if (Object.keys(params).length) section(panel, state.parent ? "Parameters" : "Properties", valueTable(params));
-    if (Object.keys(state.results || {}).length) section(panel, "Results", valueTable(state.results));
+    if (Object.keys(state.results || {}).length) section(panel, "Results", valueTable(state.results, state.result_reprs));
     if (state.error) {
       var error = element("div");
       error.appendChild(element("p", (state.error.type || "Error") + ": " + (state.error.message || ""), "error"));
