@@ -64,6 +64,7 @@ from .plots import OKABE_ITO, is_numeric, resolve_column
 
 if TYPE_CHECKING:
     import graphviz
+    import pandas
 
     from .state import ExperimentState
     from .tree import StaticExperimentTree
@@ -73,6 +74,7 @@ __all__ = [
     "DRAW_FORMATS",
     "MAX_DRAWN_NODES",
     "ColorScale",
+    "Drawing",
     "DrawnNode",
     "GraphvizNotFoundError",
     "GraphvizNotInstalledError",
@@ -80,6 +82,7 @@ __all__ = [
     "UnknownFormatError",
     "color_scale",
     "draw",
+    "drawing",
     "facts",
     "format_value",
     "layout",
@@ -687,7 +690,12 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
-def color_scale(tree: StaticExperimentTree, column: str, cmap: str = "viridis") -> ColorScale:
+def color_scale(
+    tree: StaticExperimentTree,
+    column: str,
+    cmap: str = "viridis",
+    table: pandas.DataFrame | None = None,
+) -> ColorScale:
     """How :func:`to_graphviz` colours states by ``column`` (any column of
     ``tree.nodes.to_dataframe()``, or the unique ending of one).
 
@@ -696,13 +704,15 @@ def color_scale(tree: StaticExperimentTree, column: str, cmap: str = "viridis") 
     uniform and readable in grey and by colour-blind readers). Anything else (text, booleans,
     lists) is a category, coloured from the Okabe-Ito palette (tab20 past eight).
 
+    ``table`` is ``tree.nodes.to_dataframe()`` when the caller has it already.
+
     Raises:
         ColumnNotFoundError: (a KeyError) No such column; the message names the nearest.
         PlotError: (a ValueError) ``cmap`` is not a matplotlib colour map.
         MissingDependencyError: (an ImportError) The column is numeric and matplotlib is not
             installed.
     """
-    frame = tree.nodes.to_dataframe()
+    frame = table if table is not None else tree.nodes.to_dataframe()
     name = resolve_column(frame, column)
     values: dict[str, Any] = {}
     for sha, value in zip(frame["id"], frame[name], strict=True):
@@ -1052,11 +1062,60 @@ def to_graphviz(
         PlotError: ``cmap`` is unknown, or ``collapse``/``max_nodes`` is not a valid number.
         StateNotFoundError: An ``expand`` entry matches no state.
     """
+    return drawing(
+        tree,
+        label,
+        node_args,
+        color=color,
+        cmap=cmap,
+        collapse=collapse,
+        expand=expand,
+        max_nodes=max_nodes,
+    ).graph
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """A drawing of a tree and the layout it was made from.
+
+    Attributes:
+        graph: The ``graphviz.Digraph`` (what :func:`to_graphviz` returns).
+        nodes: Its nodes: which states each stands for (see :func:`layout`).
+    """
+
+    graph: graphviz.Digraph
+    nodes: list[DrawnNode]
+
+    def svg(self) -> str:
+        """The drawing laid out as SVG markup.
+
+        Raises:
+            GraphvizNotFoundError: The ``dot`` program is not on PATH.
+        """
+        return _pipe(self.graph, "svg").decode("utf-8")
+
+
+def drawing(
+    tree: StaticExperimentTree,
+    label: Callable[[ExperimentState], str] | None = None,
+    node_args: Mapping[str, Any] | None = None,
+    *,
+    color: str | None = None,
+    cmap: str = "viridis",
+    collapse: int | None = DEFAULT_COLLAPSE,
+    expand: Iterable[str] = (),
+    max_nodes: int = MAX_DRAWN_NODES,
+    table: pandas.DataFrame | None = None,
+) -> Drawing:
+    """The drawing of :func:`to_graphviz` (same arguments) with the layout it was made from,
+    for callers that need to know which states a folded node stands for (the HTML report).
+    ``table`` is ``tree.nodes.to_dataframe()`` when the caller has it already.
+    """
     graphviz = _graphviz()
     _check_collapse(collapse, max_nodes)
     known = _facts_of(tree)
     drawn = _layout(tree, known, collapse, expand, max_nodes)
-    scale = color_scale(tree, color, cmap) if color is not None else None
+    scale = color_scale(tree, color, cmap, table) if color is not None else None
     graph = graphviz.Digraph(
         "experiment",
         # ordering=out keeps each node's children left to right in the order of their edges.
@@ -1118,7 +1177,7 @@ def to_graphviz(
     legend = _legend(scale, statuses, any(node.folded for node in drawn), missing_values)
     if legend is not None and (scale is not None or any(node.folded for node in drawn)):
         graph.node("legend", label=legend, shape="plaintext", id="legend", **{"class": "legend"})
-    return graph
+    return Drawing(graph, drawn)
 
 
 def to_dot(

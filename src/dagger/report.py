@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy
+
 from . import plots as plotting
 from . import render
 from ._version import __version__
@@ -44,16 +46,19 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import pandas
     from matplotlib.figure import Figure
 
     from .tree import StaticExperimentTree
 
-__all__ = ["PAGE_SIZE", "PlotSpec", "render_report", "write_report"]
+__all__ = ["MAX_SVG_POINTS", "PAGE_SIZE", "PlotSpec", "render_report", "write_report"]
 
 logger = logging.getLogger("dagger")
 
 #: Rows per page of the table of states (the page offers others, and "all").
 PAGE_SIZE = 50
+#: A plot with more points than this is embedded as PNG rather than SVG.
+MAX_SVG_POINTS = 2000
 
 #: A plot of a report: ``{"x": ..., "y": ..., "hue": ...}`` (as for :func:`dagger.plots.plot`,
 #: ``hue``, ``kind`` and ``title`` optional), or a matplotlib Figure made by the caller.
@@ -100,47 +105,63 @@ def _jsonable(value: Any) -> Any:
 
 
 def _state_document(fact: render.StateFacts) -> dict[str, Any]:
-    document = _jsonable(dataclasses.asdict(fact))
+    # Field by field: dataclasses.asdict deep-copies, which costs more than the rest of a
+    # report of 10,000 states.
+    document = {
+        field.name: _jsonable(getattr(fact, field.name)) for field in dataclasses.fields(fact)
+    }
     document["result_reprs"] = sorted(fact.result_reprs)
     document["step"] = render.step_text(fact)
-    return dict(document)
+    return document
 
 
 def _drawing(
-    tree: StaticExperimentTree, options: Mapping[str, Any]
+    tree: StaticExperimentTree, table: pandas.DataFrame, options: Mapping[str, Any]
 ) -> tuple[str | None, str | None, dict[str, list[str]]]:
     """The SVG of the tree (None without Graphviz), a note saying why not, and the members
     of each folded node."""
-    groups = {
-        node.key: list(node.members)
-        for node in render.layout(
-            tree,
-            collapse=options.get("collapse", render.DEFAULT_COLLAPSE),
-            expand=options.get("expand", ()),
-            max_nodes=options.get("max_nodes", render.MAX_DRAWN_NODES),
-        )
-        if node.folded
-    }
     try:
-        svg = render.to_svg(tree, **options)
-    except (GraphvizNotFoundError, GraphvizNotInstalledError) as error:
+        made = render.drawing(tree, table=table, **options)
+    except GraphvizNotInstalledError as error:
+        return None, str(error), {}
+    groups = {node.key: list(node.members) for node in made.nodes if node.folded}
+    try:
+        svg = made.svg()
+    except GraphvizNotFoundError as error:
         return None, str(error), groups
     # Inline SVG in HTML takes the <svg> element alone: no XML prologue or DOCTYPE.
     return _XML_PROLOGUE.sub("", svg, count=1), None, groups
 
 
+def _points(figure: Figure) -> int:
+    """How many points a figure plots (markers of lines, and scatter offsets)."""
+    count = 0
+    for axes in figure.axes:
+        for line in axes.get_lines():
+            count += len(numpy.asarray(line.get_xdata()))
+        for collection in axes.collections:
+            count += len(numpy.asarray(collection.get_offsets()))
+    return count
+
+
 def _figure_uri(figure: Figure) -> str:
+    """The figure as a data URI: SVG (sharp at any zoom), or PNG when it plots so many points
+    that the SVG would weigh more than the rest of the page."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    if _points(figure) > MAX_SVG_POINTS:
+        figure.savefig(buffer, format="png", dpi=150)
+        kind = "png"
+    else:
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+        kind = "svg+xml"
     # An <img> of a data URI keeps each plot's SVG ids (clip paths, glyphs) apart from the
     # page's and from the other plots'.
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _plots(
-    tree: StaticExperimentTree, specs: Sequence[PlotSpec] | None
+    frame: pandas.DataFrame, specs: Sequence[PlotSpec] | None
 ) -> tuple[list[dict[str, str]], str | None]:
-    frame = tree.nodes.to_dataframe()
     chosen: Sequence[PlotSpec] = specs if specs is not None else plotting.default_plots(frame)
     shown: list[dict[str, str]] = []
     for spec in chosen:
@@ -203,8 +224,8 @@ def render_report(
     frame = tree.nodes.to_dataframe()
     columns = _column_order([str(column) for column in frame.columns])
     rows = [[_jsonable(value) for value in row] for row in frame[columns].itertuples(index=False)]
-    svg, drawing_note, groups = _drawing(tree, drawing)
-    figures, plots_note = _plots(tree, plots)
+    svg, drawing_note, groups = _drawing(tree, frame, drawing)
+    figures, plots_note = _plots(frame, plots)
     statuses = Counter(fact.status for fact in known)
     data = {
         "states": [_state_document(fact) for fact in known],
