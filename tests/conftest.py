@@ -12,6 +12,20 @@ TESTS = Path(__file__).parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
+NO_DOT = "Graphviz's `dot` program is not on PATH (apt-get install graphviz)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"requires_dot: the test lays out drawings; skipped when {NO_DOT}"
+    )
+
+
+def pytest_runtest_setup(item):
+    # Checked at setup, before a test changes PATH on purpose (the no-dot tests).
+    if item.get_closest_marker("requires_dot") is not None and shutil.which("dot") is None:
+        pytest.skip(NO_DOT)
+
 
 @pytest.fixture
 def call_log(tmp_path, monkeypatch):

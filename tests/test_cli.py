@@ -209,6 +209,7 @@ def test_ls_tag_that_matches_nothing(cli, exp_dir, stored):
 # -- draw ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.requires_dot
 def test_draw_png(cli, exp_dir, stored, tmp_path):
     result = cli("draw", exp_dir, "-o", tmp_path / "out" / "tree.png")
     assert result.returncode == 0, result.stderr
@@ -218,6 +219,7 @@ def test_draw_png(cli, exp_dir, stored, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["tree.png"]
 
 
+@pytest.mark.requires_dot
 def test_draw_svg_from_the_suffix(cli, exp_dir, stored, tmp_path):
     result = cli("draw", exp_dir, "--output", "tree.svg")
     assert result.returncode == 0, result.stderr
@@ -226,11 +228,25 @@ def test_draw_svg_from_the_suffix(cli, exp_dir, stored, tmp_path):
     assert stored["e"][:12] in text and "ValueError: boom on purpose" in text
 
 
+@pytest.mark.requires_dot
 def test_draw_without_suffix_is_png(cli, exp_dir, stored, tmp_path):
     result = cli("draw", exp_dir, "-o", "tree")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "tree.png"
     assert (tmp_path / "tree.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.requires_dot
+def test_draw_colored_by_a_column(cli, exp_dir, stored, tmp_path):
+    result = cli("draw", exp_dir, "-o", "tree.svg", "--color", "result.measure.value")
+    assert result.returncode == 0, result.stderr
+    text = "\n".join(ET.parse(tmp_path / "tree.svg").getroot().itertext())
+    assert "result.measure.value" in text and "no value" in text  # the colour key
+    result = cli("draw", exp_dir, "-o", "tree2.svg", "--color", "result.measure.valeu")
+    assert_one_line_error(
+        result, "dagger draw: No column named 'result.measure.valeu'", "did you mean"
+    )
+    assert not (tmp_path / "tree2.svg").exists()
 
 
 def test_draw_unknown_suffix(cli, exp_dir, stored, tmp_path):
@@ -251,7 +267,16 @@ def test_draw_without_dot(cli, exp_dir, stored, tmp_path, subprocess_env):
 
 
 @pytest.mark.parametrize(
-    "args", [["show"], ["ls"], ["ls", "--format", "json"], ["draw", "-o", "x.png"], ["verify"]]
+    "args",
+    [
+        ["show"],
+        ["ls"],
+        ["ls", "--format", "json"],
+        ["draw", "-o", "x.png"],
+        ["plot", "--x", "depth", "--y", "seconds"],
+        ["report"],
+        ["verify"],
+    ],
 )
 def test_not_an_experiment(cli, tmp_path, args):
     folder = tmp_path / "just-a-folder"
@@ -277,7 +302,7 @@ def test_verify_and_gc_still_work(cli, exp_dir, stored):
 def test_help_lists_every_command(cli):
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("show", "ls", "draw", "verify", "gc"):
+    for command in ("show", "ls", "draw", "plot", "report", "verify", "gc"):
         assert command in result.stdout
 
 

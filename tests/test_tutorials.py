@@ -102,25 +102,51 @@ def test_study_prints_one_accuracy_per_method_level_and_branch(study):
     assert dense is not None and 0.0 <= float(dense.group(1)) <= 1.0
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, from its IHDR chunk (the first, by the PNG specification)."""
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# Written next to the store on every run; not part of it.
+PICTURES = ("tree.png", "accuracy.png", "report.html")
+
+
+@pytest.mark.requires_dot
 def test_study_draws_the_tree_next_to_the_store(study):
     directory, stdout = study
     drawing = directory / "tree.png"
     assert str(drawing) in stdout
-    assert drawing.read_bytes()[:8] == PNG_SIGNATURE
+    width, height = png_size(drawing.read_bytes())
+    assert width > 1000 and height > 300  # 26 labelled states, four levels
+    assert "result.test.accuracy" in (directory / "report.html").read_text()
+
+
+def test_study_plots_accuracy_and_writes_a_report(study):
+    directory, stdout = study
+    plot = directory / "accuracy.png"
+    assert f"Accuracy against sparsity is plotted in {plot}" in stdout
+    assert png_size(plot.read_bytes()) == (1000, 400)  # two panels, 10 x 4 inches at 100 dpi
+    report = directory / "report.html"
+    assert f"Everything in one page: {report}" in stdout
+    text = report.read_text(encoding="utf-8")
+    assert "<title>Pruning study: fine-tuning or rewinding?</title>" in text
+    assert text.count("<figure>") == 2
+    assert text.count('"step": "FineTune(epochs=1, lr=0.003)"') == 6
 
 
 def test_second_study_run_is_served_from_the_store(study):
     directory, first_stdout = study
-    drawing = directory / "tree.png"  # redrawn on every run; it is not part of the store
-    before = snapshot(directory, ignore={drawing})
+    pictures = {directory / name for name in PICTURES}  # rewritten on every run
+    before = snapshot(directory, ignore=pictures)
     assert any(name.startswith("states/") for name in before)
 
     stdout = run_study(directory, "--epochs", "1").stdout
 
     assert "Nothing to compute: all 26 states were served from the store." in stdout
-    assert snapshot(directory, ignore={drawing}) == before  # no file written, none removed
+    assert snapshot(directory, ignore=pictures) == before  # no file written, none removed
     assert parse_table(stdout) == parse_table(first_stdout)
-    assert drawing.read_bytes()[:8] == PNG_SIGNATURE
+    assert (directory / "accuracy.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_study_in_worker_processes_gives_the_same_results(study, tmp_path):
@@ -135,7 +161,8 @@ def test_study_without_graphviz_still_gives_the_table(study, tmp_path):
     directory, first_stdout = study
     copy = tmp_path / "pruning_study"
     shutil.copytree(directory, copy)
-    (copy / "tree.png").unlink()
+    for name in PICTURES:
+        (copy / name).unlink(missing_ok=True)
     no_dot = tmp_path / "bin"  # a PATH without Graphviz's `dot`
     no_dot.mkdir()
     process = subprocess.run(
@@ -151,6 +178,11 @@ def test_study_without_graphviz_still_gives_the_table(study, tmp_path):
     assert "apt-get install graphviz" in process.stdout
     assert (copy / "tree.dot").read_text().startswith("digraph")
     assert not (copy / "tree.png").exists()
+    # The plot and the report need no Graphviz; the report says why it has no drawing.
+    assert png_size((copy / "accuracy.png").read_bytes()) == (1000, 400)
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert "No drawing: Drawing the tree needs Graphviz" in text
+    assert '<pre class="text-tree">' in text
 
 
 def test_notebook_is_stored_without_outputs():

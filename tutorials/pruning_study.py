@@ -12,7 +12,9 @@ or random ones? The tree of states answers it:
              ├─ FineTune(epochs, lr)                              [finetune]
              └─ Rewind() ─ Train(epochs)                          [rewind]
 
-Every state is stored under --directory. Run the script twice: the second run finds every state
+Every state is stored under --directory, and next to it: tree.png (the tree coloured by test
+accuracy), accuracy.png (accuracy against sparsity) and report.html (all of it in one page that
+opens offline, every state clickable). Run the script twice: the second run finds every state
 in the store, computes nothing, and prints the same table. Change a recipe's code or a
 parameter and only the states that depend on it are computed again.
 
@@ -36,9 +38,11 @@ from digits import (
     sparsity,
     train_epochs,
 )
+from matplotlib.figure import Figure
 from torch.nn.utils import prune
 
 import dagger as dg
+from dagger.plots import plot, save_figure
 
 METHODS = ("random", "l1")
 LEVELS = (0.5, 0.8, 0.95)  # fraction of the weights removed
@@ -176,20 +180,52 @@ def run(exp: dg.Experiment, workers: int) -> dg.RunReport:
         return exp.run(executor=executor)
 
 
-def results_table(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
-    """Test accuracy by pruning method and level (rows) and what followed pruning (columns)."""
+def branches(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
+    """One row per evaluated state below Prune: its method, level, branch and test results."""
     frame = tree.nodes.filter("method:*").to_dataframe()
     # Which branch a state is on is told by the recipe that produced it. The Rewind states
     # themselves (untrained, with a mask) are left out: their Train child is the result.
-    branches = {"Prune": "pruned", "FineTune": "finetune", "Train": "rewind"}
-    frame["branch"] = frame["recipe"].map(branches)
+    names = {"Prune": "pruned", "FineTune": "finetune", "Train": "rewind"}
+    frame["branch"] = frame["recipe"].map(names)
     frame = frame.dropna(subset=["branch"])
     # The method and level of a descendant of Prune are in its tags, not in its own recipe.
     labels = frame["tags"].map(lambda tags: dict(tag.split(":", 1) for tag in tags if ":" in tag))
     frame["method"] = labels.map(lambda label: label["method"])
     frame["level"] = labels.map(lambda label: label["level"])
-    table = frame.pivot(index=["method", "level"], columns="branch", values="result.test.accuracy")
+    return frame
+
+
+def results_table(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
+    """Test accuracy by pruning method and level (rows) and what followed pruning (columns)."""
+    table = branches(tree).pivot(
+        index=["method", "level"], columns="branch", values="result.test.accuracy"
+    )
     return table[["pruned", "finetune", "rewind"]].reset_index()
+
+
+def accuracy_plot(tree: dg.StaticExperimentTree, path: Path) -> Figure:
+    """Test accuracy against the fraction of weights removed, one panel per pruning method and
+    one line per branch (the dense network is the point at sparsity 0), written to ``path``."""
+    frame = branches(tree)
+    dense = tree.nodes.filter("dense").of_recipe(Train).to_dataframe().assign(branch="dense")
+    columns = {
+        "result.test.sparsity": "sparsity (fraction of weights removed)",
+        "result.test.accuracy": "test accuracy",
+    }
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    panels = figure.subplots(1, 2, sharey=True)
+    for axes, method in zip(panels, ("l1", "random"), strict=True):
+        points = pandas.concat([dense, frame[frame["method"] == method]], ignore_index=True)
+        plot(
+            points.rename(columns=columns),
+            x=columns["result.test.sparsity"],
+            y=columns["result.test.accuracy"],
+            hue="branch",
+            title=f"Prune({method!r}, amount)",
+            ax=axes,
+        )
+    save_figure(figure, path)
+    return figure
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,14 +262,25 @@ def main(argv: list[str] | None = None) -> None:
     print("Test accuracy after pruning (pruned: before any retraining):")
     print(results_table(tree).to_string(index=False, float_format="{:.3f}".format))
 
+    # Pictures, next to the store: the tree coloured by accuracy, accuracy against sparsity,
+    # and one HTML page with both, a table of every state and their details (opens offline).
     try:
-        drawing = tree.draw(args.directory / "tree", format="png")
+        drawing = tree.draw(args.directory / "tree", format="png", color="result.test.accuracy")
     except dg.GraphvizNotFoundError as error:  # no `dot` program: keep the DOT source
         source = args.directory / "tree.dot"
         source.write_text(tree.to_dot())
         print(f"\n{error}\nThe tree of {len(tree)} states is described in {source}.")
     else:
         print(f"\nThe tree of {len(tree)} states is drawn in {drawing}")
+    figure = accuracy_plot(tree, args.directory / "accuracy.png")
+    print(f"Accuracy against sparsity is plotted in {args.directory / 'accuracy.png'}")
+    report = tree.report(
+        args.directory / "report.html",
+        title="Pruning study: fine-tuning or rewinding?",
+        color="result.test.accuracy",
+        plots=[figure, {"x": "param.amount", "y": "result.test.accuracy", "hue": "param.method"}],
+    )
+    print(f"Everything in one page: {report}")
 
 
 if __name__ == "__main__":

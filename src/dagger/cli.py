@@ -4,7 +4,13 @@
     dagger ls DIR [--tag PATTERN] [--format table|json|csv]
                                                  one row per state: ids, recipe, parameters,
                                                  tags, status, timings, results
-    dagger draw DIR [-o FILE]                    draw the tree to FILE (.png, .svg or .pdf)
+    dagger draw DIR [-o FILE] [--color COLUMN]   draw the tree to FILE (.png, .svg or .pdf)
+    dagger plot DIR --x COL --y COL [--hue COL] [--kind line|scatter] [--tag PATTERN] -o FILE
+                                                 plot one column against another (.png, .svg,
+                                                 .pdf)
+    dagger report DIR [-o FILE] [--color COLUMN] [--plot X,Y[,HUE] ...]
+                                                 one self-contained HTML page: the drawing,
+                                                 a sortable table and plots
     dagger verify DIR                            check every record, payload and blob against
                                                  its checksum
     dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
@@ -235,7 +241,57 @@ def _draw(args: argparse.Namespace) -> int:
         )
         return 2
     tree = _tree(args.directory)
-    print(draw(tree, output, format=file_format))
+    print(draw(tree, output, format=file_format, color=args.color))
+    return 0
+
+
+# -- plot and report -------------------------------------------------------------------------------
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import PLOT_FORMATS, plot
+
+    output = Path(args.output)
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix and suffix not in PLOT_FORMATS:
+        print(
+            f"dagger plot: cannot write {output.name!r}: the file name must end in "
+            + ", ".join(f".{name}" for name in PLOT_FORMATS)
+            + " (or have no suffix, for png).",
+            file=sys.stderr,
+        )
+        return 2
+    nodes = _tree(args.directory).nodes
+    if args.tag is not None:
+        if not any(_has_tag(node, args.tag) for node in nodes):
+            print(f"dagger plot: {_no_match(args.tag, nodes)}", file=sys.stderr)
+            return 1
+        nodes = nodes.filter(args.tag)
+    figure = plot(nodes, args.x, args.y, args.hue, kind=args.kind, title=args.title)
+    from .plots import save_figure
+
+    print(save_figure(figure, output))
+    return 0
+
+
+def _plot_spec(text: str) -> dict[str, str]:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"expected X,Y or X,Y,HUE (column names separated by commas), got {text!r}"
+        )
+    spec = {"x": parts[0], "y": parts[1]}
+    if len(parts) == 3:
+        spec["hue"] = parts[2]
+    return spec
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    tree = _tree(args.directory)
+    title = args.title or f"dagger experiment {Path(args.directory).absolute().name}"
+    print(write_report(tree, args.output, title=title, plots=args.plot, color=args.color))
     return 0
 
 
@@ -280,7 +336,55 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the file to write; its suffix (.png, .svg, .pdf) sets the format (default graph.png)",
     )
+    drawing.add_argument(
+        "--color",
+        metavar="COLUMN",
+        help="fill states by this column of `dagger ls` (result.evaluate.accuracy, param.method)",
+    )
     drawing.set_defaults(handler=_draw)
+
+    plotting = commands.add_parser("plot", help="plot one column of the states against another")
+    plotting.add_argument("directory", metavar="DIR")
+    plotting.add_argument("--x", required=True, metavar="COLUMN", help="horizontal axis")
+    plotting.add_argument("--y", required=True, metavar="COLUMN", help="vertical axis")
+    plotting.add_argument("--hue", metavar="COLUMN", help="one series per value of this column")
+    plotting.add_argument(
+        "--kind", choices=("line", "scatter"), help="force a line or a scatter plot"
+    )
+    plotting.add_argument(
+        "--tag",
+        metavar="PATTERN",
+        help="only states with a tag matching this glob (a leading ! negates it)",
+    )
+    plotting.add_argument("--title", help="the plot's title")
+    plotting.add_argument(
+        "-o",
+        "--output",
+        default="plot.png",
+        metavar="FILE",
+        help="the file to write; its suffix (.png, .svg, .pdf) sets the format (default plot.png)",
+    )
+    plotting.set_defaults(handler=_plot)
+
+    reporting = commands.add_parser(
+        "report", help="write one self-contained HTML page: drawing, table, plots"
+    )
+    reporting.add_argument("directory", metavar="DIR")
+    reporting.add_argument(
+        "-o", "--output", default="report.html", metavar="FILE", help="default report.html"
+    )
+    reporting.add_argument("--title", help="the page's title (default: the folder's name)")
+    reporting.add_argument(
+        "--color", metavar="COLUMN", help="fill the drawing's states by this column"
+    )
+    reporting.add_argument(
+        "--plot",
+        action="append",
+        type=_plot_spec,
+        metavar="X,Y[,HUE]",
+        help="a plot to show (repeatable); without any, sensible ones are chosen",
+    )
+    reporting.set_defaults(handler=_report)
 
     check = commands.add_parser(
         "verify", help="check every record, payload and blob against its checksum"

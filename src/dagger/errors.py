@@ -36,6 +36,10 @@ dagger::
     ├── UnknownFormatError(DaggerError, ValueError)    draw() asked for another file format
     ├── InvalidArgumentError(DaggerError, ValueError)  an argument outside what it allows: a
     │                                                  negative tolerance, an unknown plan action
+    ├── MissingDependencyError(DaggerError, ImportError)
+    │                                                  plots or reports without matplotlib/Jinja2
+    ├── PlotError(DaggerError, ValueError)             a plot or drawing asked for wrongly: unknown
+    │                                                  kind or colour map, no state with both values
     └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
 
 Errors carry the offending values as attributes and pickle cleanly, because they cross process
@@ -57,8 +61,10 @@ __all__ = [
     "HashingError",
     "InvalidArgumentError",
     "InvalidQueryError",
+    "MissingDependencyError",
     "MissingPropertyError",
     "NotAnExperimentError",
+    "PlotError",
     "RecipeResultError",
     "ReservedAttributeError",
     "RunError",
@@ -183,6 +189,15 @@ class UnknownFormatError(DaggerError, ValueError):
 class InvalidArgumentError(DaggerError, ValueError):
     """An argument is outside what the function allows (a negative tolerance, an unknown plan
     action); the message names the value and what is allowed."""
+
+
+class MissingDependencyError(DaggerError, ImportError):
+    """An optional package a feature needs (matplotlib, Jinja2) is not installed."""
+
+
+class PlotError(DaggerError, ValueError):
+    """A plot or drawing cannot be made as asked: an unknown kind or colour map, a bad
+    ``collapse``, or no state that holds both plotted values."""
 
 
 class RunError(DaggerError, RuntimeError):

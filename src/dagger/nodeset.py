@@ -21,6 +21,7 @@ from .store import Results
 
 if TYPE_CHECKING:
     import pandas
+    from matplotlib.figure import Figure
 
 __all__ = ["NodeSet", "suggest"]
 
@@ -210,6 +211,14 @@ class NodeSet(list[ExperimentState]):
                 columns=["id", "parent", "depth", "recipe", "tags", "status", "seconds"]
             )
         return frame
+
+    def plot(self, x: str, y: str, hue: str | None = None, **options: Any) -> Figure:
+        """Plot column ``y`` against ``x`` of :meth:`to_dataframe`, one series per ``hue``;
+        returns the matplotlib Figure (``path=`` also saves it). See
+        :func:`dagger.plots.plot`."""
+        from . import plots
+
+        return plots.plot(self, x, y, hue, **options)
 
     def _repr_html_(self) -> str:
         frame = self.to_dataframe()

@@ -59,6 +59,7 @@ class Status(enum.StrEnum):
     DONE = "done"  # computed and stored
     FAILED = "failed"  # its recipe raised; the error is recorded
     MISSING = "missing"  # recorded, but its payload is gone or damaged: a run recomputes it
+    PRUNED = "pruned"  # its payload was dropped on purpose (dagger prune); a run recomputes it
 
 
 # -- JSON ---------------------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class StaticExperimentTree:
         self,
         label: Callable[[ExperimentState], str] | None = None,
         node_args: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> graphviz.Digraph:
         """A Graphviz drawing: one node per state (recipe, parameters, short id, tags,
         status, results; failed states red), edges parent -> child.
@@ -286,6 +287,9 @@ class StaticExperimentTree:
         Args:
             label: ``label(state) -> str`` used instead of the default label.
             node_args: Graphviz node attributes applied to every node.
+            **options: ``color="result.evaluate.accuracy"`` (fill by a table column, with a
+                key), ``cmap``, ``collapse=20``, ``expand=[ids]``, ``max_nodes=200`` (fold
+                large sibling groups of large trees): see :func:`dagger.render.to_graphviz`.
 
         Raises:
             GraphvizNotInstalledError: The graphviz package is missing (``pip install
@@ -293,17 +297,18 @@ class StaticExperimentTree:
         """
         from . import render
 
-        return render.to_graphviz(self, label=label, node_args=node_args)
+        return render.to_graphviz(self, label=label, node_args=node_args, **options)
 
     def to_dot(
         self,
         label: Callable[[ExperimentState], str] | None = None,
         node_args: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """The DOT source of :meth:`to_graphviz` (needs no Graphviz program)."""
         from . import render
 
-        return render.to_dot(self, label=label, node_args=node_args)
+        return render.to_dot(self, label=label, node_args=node_args, **options)
 
     def draw(
         self,
@@ -312,8 +317,12 @@ class StaticExperimentTree:
         label: Callable[[ExperimentState], str] | None = None,
         node_args: Mapping[str, Any] | None = None,
         view: bool = False,
+        **options: Any,
     ) -> Path:
         """Write the drawing to ``filename.format`` (png, svg or pdf) and return its path.
+
+        ``view=True`` shows it inline in Jupyter, else in the system's viewer if there is one.
+        ``**options`` as for :meth:`to_graphviz` (``color=``, ``collapse=``, ``expand=``).
 
         Raises:
             UnknownFormatError: (a ValueError) another format was asked for.
@@ -323,8 +332,17 @@ class StaticExperimentTree:
         from . import render
 
         return render.draw(
-            self, filename, format=format, label=label, node_args=node_args, view=view
+            self, filename, format=format, label=label, node_args=node_args, view=view, **options
         )
+
+    def report(self, path: str | os.PathLike[str] = "report.html", **options: Any) -> Path:
+        """Write a self-contained HTML report of the tree (drawing, table, plots) to ``path``.
+
+        ``**options``: see :func:`dagger.report.write_report` (``title``, ``color``, ``plots``).
+        """
+        from .report import write_report
+
+        return write_report(self, path, **options)
 
     def _repr_mimebundle_(
         self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
