@@ -63,11 +63,15 @@ class ExperimentState:
             Every other ``spawn_new_tree`` argument is part of the identity too.
         VERSION: Pins the identity of the root's code to this string instead of a fingerprint
             of ``initialize_state``.
+        TRANSIENT_ATTRIBUTES: Names of attributes that are never stored (an open log file, a
+            lock, a connection): they are None after a load and in the copy of a parent each
+            child recipe gets. Everything else a state holds must be picklable.
     """
 
     PROPERTIES: ClassVar[list[str]] = []
     NONHASHED_ATTRIBUTES: ClassVar[list[str]] = []
     VERSION: ClassVar[str | None] = None
+    TRANSIENT_ATTRIBUTES: ClassVar[list[str]] = []
 
     _sha: str | None
     parent_sha: str | None
