@@ -39,7 +39,7 @@ from ._version import __version__
 from .errors import DaggerError, ExperimentDefinitionError, RecipeResultError, RunError
 from .state import ExperimentState, class_path
 from .store import CorruptStateError
-from .store.payload import copy_payload, dumps_payload, loads_payload
+from .store.payload import clear_transient, copy_payload, dumps_payload, loads_payload
 from .store.records import FORMAT_VERSION, jsonable
 
 if TYPE_CHECKING:
@@ -203,8 +203,9 @@ class _Held:
         self.consumers -= 1
         if self.consumers <= 0:
             self.state = None
+            clear_transient(state)  # as in the copies its earlier siblings got
             return state
-        return copy_payload(state)
+        return copy_payload(state, state_id=self.node.sha)
 
 
 class _Stop(Exception):

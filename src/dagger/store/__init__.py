@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SerializationError, StoreError
+from ..errors import StoreError
 from . import records as rec
 from .blobs import DEFAULT_THRESHOLD, BlobError, Blobs
 from .files import fsync_dir, hash_file, publish, write_temp
@@ -222,7 +222,7 @@ class DirectoryStore:
                 raise
             kind, refs = "save_hook", dict[str, int]()
         else:
-            data, refs, kind = dumps_state(state, self.blobs)
+            data, refs, kind = dumps_state(state, self.blobs, state_id=state_id)
             digest, size = hashlib.sha256(data).hexdigest(), len(data)
             tmp = write_temp(probe, [data], durable=self.durable)
         if refs and self.durable:
@@ -357,15 +357,9 @@ class DirectoryStore:
         """How a Function's result is recorded: inline if plain JSON, else a side payload."""
         if _is_plain_json(value):
             return {"value": value}
-        try:
-            data, refs, _ = dumps_payload(value, self.blobs)
-        except Exception as error:
-            raise SerializationError(
-                f"The result of Function `{name}` is a `{type(value).__name__}`, which cannot "
-                f"be pickled ({error}). Return plain values (numbers, strings, lists, dicts) "
-                "or something picklable.",
-                value_type=type(value).__name__,
-            ) from error
+        data, refs, _ = dumps_payload(
+            value, self.blobs, what=f"The result of Function `{name}`", label="result"
+        )
         digest = hashlib.sha256(data).hexdigest()
         path = self.states_dir / rec.result_name(state_id, name, digest)
         publish(write_temp(path, [data], durable=self.durable), path, replace=False)
