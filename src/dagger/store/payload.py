@@ -585,9 +585,11 @@ def dumps_payload(
 
 
 def dumps_state(
-    state: Any, blobs: Blobs, *, state_id: str | None = None
+    state: Any, blobs: Blobs | None, *, state_id: str | None = None
 ) -> tuple[bytes, dict[str, int], str]:
     """Pickle a state for saving (see :func:`dumps_payload`); transient attributes left out.
+
+    ``blobs`` None (an in-memory store) keeps every buffer inside the pickle.
 
     Raises:
         SerializationError: The state cannot be stored; the message names the state (class
