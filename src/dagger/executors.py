@@ -94,7 +94,7 @@ def _task(runner: Runner, store_spec: dict[str, Any], chain: list[PlanNode]) -> 
         "failed_before": sorted(sha for sha in runner.failed_before if sha in shas),
         "segment": to_wire(chain),
     }
-    data, _, _ = dumps_payload(spec, None)
+    data, _, _ = dumps_payload(spec, None, what="The task sent to the executor")
     return data
 
 

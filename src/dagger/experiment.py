@@ -411,7 +411,12 @@ def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
     stand_in = type(
         qualname.rsplit(".", 1)[-1] or "ExperimentState",
         (ExperimentState,),
-        {"__module__": module or __name__, "__qualname__": qualname or "ExperimentState"},
+        {
+            "__module__": module or __name__,
+            "__qualname__": qualname or "ExperimentState",
+            # Its states take their real class from their payload when fully loaded.
+            "__dagger_stand_in__": True,
+        },
     )
     return stand_in, True
 

@@ -35,7 +35,7 @@ from .plan import PlanNode, count
 from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
 from .state import ExperimentState, adopt
 from .store import Results, Store
-from .store.payload import copy_payload
+from .store.payload import clear_transient, copy_payload
 
 __all__ = ["Failure", "RunReport", "Runner"]
 
@@ -149,8 +149,9 @@ class Held:
         self.consumers -= 1
         if self.consumers <= 0:
             self.state = None
+            clear_transient(state)  # as in the copies its earlier siblings got
             return state
-        copied: ExperimentState = copy_payload(state)
+        copied: ExperimentState = copy_payload(state, state_id=self.node.sha)
         return copied
 
 

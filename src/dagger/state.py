@@ -176,6 +176,9 @@ class ExperimentState:
             Every other ``spawn_new_tree`` argument is part of the identity too.
         VERSION: Pins the identity of the root's code to this string instead of a fingerprint
             of ``initialize_state``.
+        TRANSIENT_ATTRIBUTES: Names of attributes that are never stored (an open log file, a
+            lock, a connection): they are None after a load and in the copy of a parent each
+            child recipe gets. Everything else a state holds must be picklable.
         dagger: dagger's facts about this state (:class:`StateInfo`): id, status, record,
             recorded results, depth, parent, children.
     """
@@ -183,6 +186,7 @@ class ExperimentState:
     PROPERTIES: ClassVar[list[str]] = []
     NONHASHED_ATTRIBUTES: ClassVar[list[str]] = []
     VERSION: ClassVar[str | None] = None
+    TRANSIENT_ATTRIBUTES: ClassVar[list[str]] = []
 
     save_pre_hooks: list[Any]
     save_post_hooks: list[Any]
@@ -344,9 +348,11 @@ class ExperimentState:
         loaded = info.experiment.load_state(info.id)
         if loaded is None:
             return False
-        if type(loaded) is not type(self) and isinstance(loaded, type(self)):
-            # Restored without its class (defined in a script or notebook): the payload
-            # brought the class by value, so the state gets its methods back.
+        stand_in = getattr(type(self), "__dagger_stand_in__", False)
+        if type(loaded) is not type(self) and (stand_in or isinstance(loaded, type(self))):
+            # Restored without its class (defined in a script or notebook, or its module
+            # does not import here): the payload brought the class by value, so the state
+            # gets its methods back.
             self.__class__ = type(loaded)
         content = {name: value for name, value in loaded.__dict__.items() if name != _INFO}
         self.__dict__.update(content)
@@ -437,7 +443,15 @@ RESERVED: frozenset[str] = frozenset(
     name
     for name in vars(ExperimentState)
     if not name.startswith("_")
-    and name not in {"PROPERTIES", "NONHASHED_ATTRIBUTES", "VERSION", "initialize_state", *HOOKS}
+    and name
+    not in {
+        "PROPERTIES",
+        "NONHASHED_ATTRIBUTES",
+        "VERSION",
+        "TRANSIENT_ATTRIBUTES",
+        "initialize_state",
+        *HOOKS,
+    }
 )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import CorruptStateError, ExperimentDefinitionError, SerializationError, StoreError
+from ..errors import CorruptStateError, ExperimentDefinitionError, StoreError
 from ..record import (
     ExperimentMeta,
     InvalidRecordError,
@@ -241,7 +241,7 @@ class DirectoryStore:
                 raise
             kind, refs = "save_hook", dict[str, int]()
         else:
-            data, refs, kind = dumps_state(state, self.blobs)
+            data, refs, kind = dumps_state(state, self.blobs, state_id=state_id)
             digest, size = hashlib.sha256(data).hexdigest(), len(data)
             tmp = write_temp(probe, [data], durable=self.durable)
         if refs and self.durable:
@@ -395,15 +395,9 @@ class DirectoryStore:
         """
         if is_plain_json(value):
             return ResultEntry(code=code, value=value)
-        try:
-            data, refs, _ = dumps_payload(value, self.blobs)
-        except Exception as error:
-            raise SerializationError(
-                f"The result of Function `{name}` is a `{type(value).__name__}`, which cannot "
-                f"be pickled ({error}). Return plain values (numbers, strings, lists, dicts) "
-                "or something picklable.",
-                value_type=type(value).__name__,
-            ) from error
+        data, refs, _ = dumps_payload(
+            value, self.blobs, what=f"The result of Function `{name}`", label="result"
+        )
         digest = hashlib.sha256(data).hexdigest()
         path = self.states_dir / rec.result_name(state_id, name, digest)
         with os_errors(f"record the result `{name}` of state {state_id[:12]}", path):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from ..errors import CorruptStateError, NotAnExperimentError, SerializationError
+from ..errors import CorruptStateError, NotAnExperimentError
 from ..record import ExperimentMeta, Notes, PayloadInfo, ResultEntry, StateRecord
 from .base import SlimEntry, Survey
 from .payload import dumps_payload, dumps_state, loads_payload
@@ -89,7 +89,7 @@ class MemoryStore:
         existing = self.records.get(state_id)
         if existing is not None:
             return existing
-        data, _, kind = dumps_state(state, None)
+        data, _, kind = dumps_state(state, None, state_id=state_id)
         self.saves += 1
         self.payloads[state_id] = data
         record = record.with_payload(
@@ -143,14 +143,9 @@ class MemoryStore:
     def store_result(self, state_id: str, name: str, value: Any, code: str) -> ResultEntry:
         if is_plain_json(value):
             return ResultEntry(code=code, value=value)
-        try:
-            data, _, _ = dumps_payload(value, None)
-        except Exception as error:
-            raise SerializationError(
-                f"The result of Function `{name}` is a `{type(value).__name__}`, which cannot "
-                f"be pickled ({error}).",
-                value_type=type(value).__name__,
-            ) from error
+        data, _, _ = dumps_payload(
+            value, None, what=f"The result of Function `{name}`", label="result"
+        )
         key = f"{state_id}.{name}"
         self.results[key] = data
         return ResultEntry(
