@@ -180,3 +180,25 @@ class TensorState(dg.ExperimentState):
         self.array_f = np.asfortranarray(self.array_c * 2)
         self.raw = bytes(range(256)) * 400
         self.rng = torch.get_rng_state()
+
+
+# A state and a recipe whose attributes have the names dagger once overwrote (test_state.py).
+class Net(dg.ExperimentState):
+    PROPERTIES = ["depth"]  # a ResNet hyperparameter
+
+    def initialize_state(self, **arguments):
+        self.layers = list(range(self.depth))
+
+
+class Evaluate(dg.Recipe):
+    def __init__(self, accuracy):
+        self.accuracy = accuracy
+
+    def run(self, state):
+        state.results = {"accuracy": self.accuracy}
+        state.status = "converged"
+        state.record = ["epoch 1", "epoch 2"]
+        state.properties = {"width": 64}
+        state.children = ["not the tree's"]
+        state.parent = "my own"
+        return state
