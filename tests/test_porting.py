@@ -181,12 +181,14 @@ class SeededAdd(dg.Recipe):
 
 
 class DataDirState(dg.ExperimentState):
-    """A state with its own ``directory`` attribute, which ``state.directory`` must not break."""
+    """A state with its own ``directory`` and ``path`` attributes, which ``state.directory``
+    and ``state.path`` must not break."""
 
     PROPERTIES = ["start"]
 
     def initialize_state(self, **arguments):
         self.directory = "/data/digits"
+        self.path = "/data/digits/train.npz"
         self.value = self.start
 
 
@@ -392,6 +394,20 @@ def test_gap1_recipes_read_the_root_through_experiment_object(exp_dir, call_log)
     exp.run(progress=False)
     stored = dg.Experiment.restore(exp_dir).graph.node(child.sha())
     assert stored.recipe.params == {"amount": 1, "seed": 3}
+    with stored.lazy_load():
+        assert stored.value == 3 + 1 + 3
+    assert read_log(call_log) == ["root"]
+
+
+def test_gap1_a_recipe_may_realise_the_root_while_the_tree_runs(exp_dir, call_log):
+    """The first access to ``self.experiment_object.root`` may come from inside ``run`` (the
+    seed was given, so ``__call__`` read nothing): the root, just computed by this run, is
+    loaded, not computed again."""
+    exp, root = build(exp_dir, start=3)
+    child = SeededAdd(1, seed=0)(root)
+    assert read_log(call_log) == []
+    exp.run(progress=False)
+    stored = dg.Experiment.restore(exp_dir).graph.node(child.sha())
     with stored.lazy_load():
         assert stored.value == 3 + 1 + 3
     assert read_log(call_log) == ["root"]
@@ -719,20 +735,25 @@ def test_gap7_state_save_says_what_to_do_instead(exp_dir):
 
 def test_gap7_state_directory_is_the_experiment_directory(exp_dir):
     """``state.directory`` is the experiment's directory (an absolute Path), for a restored
-    state, for the state a recipe receives, and for a state built with ``experiment_object``.
-    A state that sets its own ``directory`` attribute (a data folder) keeps it."""
+    state and for a state built with ``experiment_object``, as in the original."""
     exp, root = build(exp_dir, start=1)
     exp.run(progress=False)
     assert dg.Experiment.restore(exp_dir).graph.root.directory == exp_dir.absolute()
     assert CounterState(experiment_object=exp).directory == exp_dir.absolute()
 
-    data = dg.Experiment(exp_dir.parent / "data", DataDirState)
-    data_root = data.spawn_new_tree(start=1)
-    assert data_root.get().directory == "/data/digits"
-    data.run(progress=False)
-    stored = dg.Experiment.restore(exp_dir.parent / "data").graph.root
+
+def test_gap7_own_directory_and_path_attributes_are_kept(exp_dir):
+    """The same kind, unlisted: a state that sets its own ``directory`` or ``path`` attribute
+    (a data folder, a file) keeps it, in memory, stored, loaded and deflated."""
+    exp = dg.Experiment(exp_dir, DataDirState)
+    root = exp.spawn_new_tree(start=1)
+    state = root.get()
+    assert (state.directory, state.path) == ("/data/digits", "/data/digits/train.npz")
+    exp.run(progress=False)
+    stored = dg.Experiment.restore(exp_dir).graph.root
     with stored.lazy_load():
-        assert stored.directory == "/data/digits"
+        assert (stored.directory, stored.path) == ("/data/digits", "/data/digits/train.npz")
+    assert stored.slim_loaded
 
 
 def test_gap7_state_path_is_where_the_state_is_stored(exp_dir):
