@@ -47,13 +47,6 @@ def test_nonhashed_arguments_are_stored_but_not_identity(tmp_path):
     assert one.get().note == "a"
 
 
-def test_second_root(tmp_path):
-    exp = dg.Experiment(tmp_path, CounterState)
-    exp.spawn_new_tree(start=1)
-    with pytest.raises(dg.ExperimentDefinitionError, match="already has a root"):
-        exp.spawn_new_tree(start=2)
-
-
 def test_promise_from_another_experiment(tmp_path):
     one = dg.Experiment(tmp_path / "1", CounterState)
     two = dg.Experiment(tmp_path / "2", CounterState)

@@ -122,6 +122,7 @@ def _merge(
             error_type=type(error).__name__,
             message=f"the worker computing this branch failed: {error}",
             traceback="".join(traceback.format_exception(error)),
+            exception=error,
         )
         report.failures.append(failure)
         report.failed += 1

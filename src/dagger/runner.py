@@ -19,6 +19,7 @@ states call back (``experiment_object``). Running on an executor is :mod:`dagger
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 import time
 import traceback
@@ -53,8 +54,9 @@ class Failure:
         message: The exception's message.
         traceback: The formatted traceback.
         function: The Function's name if a Function failed (the state itself is stored).
-        exception: The exception itself, in the process that ran the recipe (not sent back
-            from workers).
+        exception: The exception itself. From a worker process it comes back pickled
+            (without its traceback, which :attr:`traceback` keeps); None when it cannot
+            cross processes.
     """
 
     state_id: str
@@ -73,9 +75,35 @@ class Failure:
         return ErrorInfo(self.error_type, self.message, self.traceback)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The exception object may not pickle (and need not cross processes): its type,
-        # message and traceback do.
-        return {**self.__dict__, "exception": None}
+        # The exception crosses processes as bytes, unpickled on arrival only if that works
+        # there: an exception that does not pickle (or whose class cannot be rebuilt) must
+        # not lose the rest of the worker's report.
+        return {**self.__dict__, "exception": _exception_bytes(self.exception)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        data = state.get("exception")
+        state["exception"] = _exception_from(data) if isinstance(data, bytes) else data
+        self.__dict__.update(state)
+
+
+def _exception_bytes(error: BaseException | None) -> bytes | None:
+    if error is None:
+        return None
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)  # an exception class whose __init__ does not match its args fails here
+    except Exception:
+        return None
+    return data
+
+
+def _exception_from(data: bytes) -> BaseException | None:
+    try:
+        error = pickle.loads(data)
+    except Exception:
+        return None
+    return error if isinstance(error, BaseException) else None
 
 
 @dataclass

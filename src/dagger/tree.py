@@ -109,7 +109,8 @@ class StaticExperimentTree:
 
     Attributes:
         node_map: id -> slim state.
-        edge_map: id -> set of the ids of its children.
+        edge_map: id -> set of the ids of its children, with a key for every node (a leaf
+            maps to an empty set).
         toposort: depth -> set of the ids at that distance from the root.
     """
 
@@ -152,14 +153,15 @@ class StaticExperimentTree:
                 notes=entry.notes,
                 has_payload=entry.has_payload,
             )
-        edge_map: dict[str, set[str]] = defaultdict(set)
+        # A key for every node (a leaf maps to an empty set), as the original's edge_map had.
+        edge_map: dict[str, set[str]] = {sha: set() for sha in node_map}
         for sha, state in node_map.items():
             parent_id = state.dagger.parent_id
             parent = node_map.get(parent_id) if parent_id else None
             if parent is not None:
                 state.dagger.parent = parent
                 parent.dagger.children.append(state)
-                edge_map[parent_id or ""].add(sha)
+                edge_map[parent.sha() or ""].add(sha)
         toposort: dict[int, set[str]] = defaultdict(set)
         level = [s for s in node_map.values() if s.dagger.parent is None]
         depth = 0
