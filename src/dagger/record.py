@@ -83,8 +83,11 @@ def loads(data: bytes | str) -> Any:
 
 
 def now() -> str:
-    """The current UTC time as an ISO 8601 string to the second (how records stamp times)."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    """The current UTC time as an ISO 8601 string to the microsecond (how records stamp
+    times). To the microsecond because a restored tree lists states in creation order: states
+    computed within one second must keep the order they were computed in (depth-first, in
+    definition order), not fall back to the order of their ids."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def jsonable(value: Any) -> Any:
