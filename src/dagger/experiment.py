@@ -24,6 +24,7 @@ from ._names import class_path, import_class
 from ._version import __version__
 from .errors import ExperimentDefinitionError, StateClassMismatchError
 from .executors import dispatch
+from .progress import DEFAULT_INTERVAL
 from .promise import ExperimentStatePromise, warn_scheduler
 from .recipe import Function, Recipe
 from .record import FORMAT_VERSION, ExperimentMeta, Status, jsonable, now
@@ -46,6 +47,8 @@ class Experiment:
         directory: Where states are stored (created on the first run, with parents), or a
             :class:`~dagger.store.Store` (for example ``dagger.store.MemoryStore()``).
         state_class: The ExperimentState subclass of every state of this experiment.
+            Default: the class stored in the folder when it holds an experiment and this
+            Experiment only grows stored states; plain ExperimentState otherwise.
         durability: ``"safe"`` (default): every write is fsynced. ``"fast"``: writes stay
             atomic but are not fsynced, for scratch experiments.
         blob_threshold: Tensor storages, arrays and bytes of at least this many bytes
@@ -66,11 +69,14 @@ class Experiment:
     def __init__(
         self,
         directory: str | os.PathLike[str] | Store,
-        state_class: type[ExperimentState] = ExperimentState,
+        state_class: type[ExperimentState] | None = None,
         *,
         durability: str = "safe",
         blob_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
+        self._class_given = state_class is not None
+        if state_class is None:
+            state_class = ExperimentState
         if not (isinstance(state_class, type) and issubclass(state_class, ExperimentState)):
             raise ExperimentDefinitionError(
                 f"state_class must be dagger.ExperimentState or a subclass of it; got "
@@ -296,16 +302,21 @@ class Experiment:
         self,
         *,
         keep_going: bool = True,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         executor: Any = None,
         scheduler: Any = None,
+        log_interval: float = DEFAULT_INTERVAL,
     ) -> RunReport:
         """Compute and store every state of the tree that is not stored yet, depth-first.
 
         Args:
             keep_going: After a failure, run the rest of the tree (default); False stops at
                 the first failure.
-            progress: Show a progress bar (default: when stderr is a terminal).
+            progress: None (default): a progress bar when stderr is a terminal, else one
+                ``logging`` line per computed state (id, recipe, seconds) and a summary every
+                ``log_interval`` seconds, on the logger ``dagger.progress`` (printed to stderr
+                when logging is not configured). True: a bar; ``"log"``: the lines; False:
+                nothing.
             executor: Run independent branches on any ``concurrent.futures``-style executor
                 (``ProcessPoolExecutor``, a ``dask.distributed.Client``, a ``submitit``
                 executor). Workers read parents from and write children to this
@@ -313,13 +324,18 @@ class Experiment:
                 everything in this process.
             scheduler: The original dagger's dask scheduler: accepted and ignored, with a
                 DeprecationWarning naming ``executor``.
+            log_interval: Seconds between two summaries in the log (progress as lines).
 
         Returns:
-            A RunReport: computed, cached, failed, skipped, seconds.
+            A RunReport: computed, cached, failed, skipped, Function results and failures,
+            states not attempted, seconds.
 
         Raises:
             RunError: Some recipes or functions failed; everything else was stored. Its
-                ``__cause__`` is the first failure's exception (in this process).
+                ``__cause__`` is the first failure's exception (from a worker process too,
+                when it can be pickled). Each failure is logged at the end of the run with a
+                shortened traceback; the full one is stored with it (``dagger failures
+                DIR``).
         """
         warn_scheduler(scheduler)
         if not self._roots:
@@ -330,11 +346,17 @@ class Experiment:
         roots = plan.build(self._roots)
         self._prepare_store()
         failed_before = plan.survey(roots, self.store)
-        runner = self._runner(keep_going, progress, failed_before)
+        runner = self._runner(keep_going, progress, failed_before, log_interval)
         strategy = None if executor is None else functools.partial(dispatch, executor=executor)
         return runner.run(roots, strategy)
 
-    def _runner(self, keep_going: bool, progress: bool | None, failed_before: set[str]) -> Runner:
+    def _runner(
+        self,
+        keep_going: bool,
+        progress: bool | str | None,
+        failed_before: set[str],
+        log_interval: float = DEFAULT_INTERVAL,
+    ) -> Runner:
         return Runner(
             self.store,
             self.state_class,
@@ -342,6 +364,7 @@ class Experiment:
             keep_going=keep_going,
             progress=progress,
             failed_before=failed_before,
+            log_interval=log_interval,
         )
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:
@@ -395,14 +418,30 @@ class Experiment:
         if self.stand_in:
             return
         stored_path = stored.state_class
-        if stored_path.partition(":")[2] != self.state_class.__qualname__:
+        name = stored_path.partition(":")[2]
+        if name == self.state_class.__qualname__:
+            return
+        if not self._class_given:
+            if not self._spawned:
+                # Growing stored states only: they are of the stored class, as in restore().
+                self.state_class, self.stand_in = _stored_class(stored_path)
+                return
             raise StateClassMismatchError(
-                f"`{self.store.location}` holds states of class `{stored_path}`, but this "
-                f"Experiment was given `{class_path(self.state_class)}`. Pass state_class="
-                f"{stored_path.partition(':')[2]}, or use another directory for this one.",
+                f"`{self.store.location}` holds states of class `{stored_path}`, and this "
+                "Experiment was given no state_class, so the roots it spawned are plain "
+                f"dagger.ExperimentState. Pass state_class={name} (the class itself) to "
+                "Experiment(...), or grow the stored tree from dagger.Experiment.restore("
+                "directory).",
                 stored=stored_path,
-                given=class_path(self.state_class),
+                given=None,
             )
+        raise StateClassMismatchError(
+            f"`{self.store.location}` holds states of class `{stored_path}`, but this "
+            f"Experiment was given `{class_path(self.state_class)}`. Pass state_class="
+            f"{name}, or use another directory for this one.",
+            stored=stored_path,
+            given=class_path(self.state_class),
+        )
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -463,7 +502,7 @@ class Experiment:
         """
         experiment = cls(
             directory,
-            state_class or ExperimentState,
+            state_class,
             durability=durability,
             blob_threshold=blob_threshold,
         )

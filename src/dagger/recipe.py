@@ -13,6 +13,7 @@ import functools
 import logging
 from typing import Any, ClassVar
 
+from ._names import display
 from .errors import ExperimentDefinitionError
 from .hashing import register
 from .identity import child_id, function_code_identity, recipe_code_identity
@@ -146,7 +147,7 @@ class Recipe:
 
     def __repr__(self) -> str:
         try:
-            params = ", ".join(f"{k}={v!r}" for k, v in self.properties().items())
+            params = ", ".join(f"{k}={display(v)}" for k, v in self.properties().items())
         except ExperimentDefinitionError:
             params = "?"
         return f"{type(self).__name__}({params})"

@@ -105,7 +105,14 @@ class LineageDiff:
         for index, (left, right, differing) in enumerate(self.changes, start=1):
             if left is not None and right is not None and left.name == right.name:
                 what = ", ".join(f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items())
-                lines.append(f"step {index}: {left.name} differs in {what or 'code'}")
+                if what:
+                    lines.append(f"step {index}: {left.name} differs in {what}")
+                elif left.code != right.code:
+                    lines.append(f"step {index}: {left.name} differs in code")
+                else:
+                    # The same recipe with the same parameters and code: these states differ
+                    # only because the states they were computed from differ.
+                    lines.append(f"step {index}: the same {left} on both (after different steps)")
             else:
                 lines.append(f"step {index}: {left or '-'} vs {right or '-'}")
         return "\n".join(lines)
