@@ -211,3 +211,66 @@ def test_leaves_are_listed_in_definition_order(tmp_path):
     assert [leaf.recipe.amount for leaf in exp.leaves] == AMOUNTS
     Add(100)(branches[2])
     assert [leaf.recipe.amount for leaf in exp.leaves] == [5, 3, 100, 4, 1, 2]
+
+
+# -- a state class that lived in __main__ (issue 14, item 11) ------------------------------------
+
+STORE_IN_MAIN = """
+import dagger as dg
+
+class Notebook(dg.ExperimentState):          # defined in a script or a notebook
+    PROPERTIES = ["start"]
+
+    def initialize_state(self, **arguments):
+        self.value = self.start
+
+exp = dg.Experiment("exp", Notebook)
+exp.spawn_new_tree(start=1)
+exp.run(progress=False)
+"""
+
+GROW_ELSEWHERE = """
+import dagger as dg
+
+
+class Add(dg.Recipe):
+    def __init__(self, amount):
+        self.amount = amount
+
+    def run(self, state):
+        state.value += self.amount
+        return state
+
+
+stored = dg.Experiment.restore("exp").graph.root
+exp = dg.Experiment("exp")                   # no state class: this script does not have it
+Add(5)(exp.promise_of(stored))
+print(exp.run(progress=False))
+spawning = dg.Experiment("exp")
+spawning.spawn_new_tree(start=2)
+try:
+    spawning.run(progress=False)
+except dg.StateClassMismatchError as error:
+    print(error)
+"""
+
+
+def test_growing_a_stored_tree_without_its_class(tmp_path, subprocess_env):
+    """An Experiment given no class grows the states of a folder whose class lived in another
+    script's ``__main__``; spawning a root there instead says that no class was given (the
+    message used to claim the user passed ``dagger.state:ExperimentState``)."""
+    for name, text in (("store.py", STORE_IN_MAIN), ("grow.py", GROW_ELSEWHERE)):
+        (tmp_path / name).write_text(text)
+        process = subprocess.run(
+            [sys.executable, name],
+            cwd=tmp_path,
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert process.returncode == 0, process.stderr
+    assert "1 computed, 1 cached, 0 failed" in process.stdout
+    assert "this Experiment was given no state_class" in process.stdout
+    assert "dagger.state:ExperimentState" not in process.stdout
+    assert "Pass state_class=Notebook" in process.stdout
