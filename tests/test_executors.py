@@ -437,3 +437,19 @@ def test_a_dead_worker_in_a_pool_dagger_cannot_rebuild_leaves_the_others_not_att
     with ProcessPoolExecutor(3) as pool:
         report = exp.run(executor=pool, progress=False)
     assert (report.computed, report.cached, report.failed) == (6, 1, 0)
+
+
+def test_progress_lines_include_remote_work(tmp_path, caplog):
+    """(Issue 14, item 10.) As log lines, a run on an executor reports every state its workers
+    computed: one line each, with the state's recipe."""
+    caplog.set_level(logging.INFO, logger="dagger.progress")
+    exp = dg.Experiment(tmp_path / "exp", CounterState)
+    root = exp.spawn_new_tree(start=1)
+    children = [Add(amount)(root) for amount in range(3)]
+    with ProcessPoolExecutor(2) as pool:
+        exp.run(executor=pool, progress="log")
+    lines = [r.getMessage() for r in caplog.records if r.name == "dagger.progress"]
+    for promise in [root, *children]:
+        what = "root" if promise is root else repr(promise.recipe)
+        assert sum(f"computed {promise.sha()[:12]} {what} in " in line for line in lines) == 1
+    assert lines[-1].startswith("run finished: 4 computed")

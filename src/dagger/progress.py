@@ -10,8 +10,8 @@ CI job, a notebook kernel) a bar is noise, so a run logs through :mod:`logging`,
   2:05 elapsed``), from a background thread, so a long state still shows the run is alive;
 * a last summary when the run ends.
 
-When nothing in the process configured logging (no handler on ``dagger`` or the root
-logger), a run attaches a handler writing to stderr for its duration, so the lines appear in a
+When nothing in the process configured logging (no handler on ``dagger.progress``, ``dagger``
+or the root logger), a run attaches a handler writing to stderr for its duration, so the lines appear in a
 plain script's log; where logging is configured, the lines go where it says (and its levels
 apply: ``logging.getLogger("dagger.progress").setLevel(logging.WARNING)`` silences them).
 """
@@ -116,7 +116,7 @@ class Progress:
 
             self.bar = tqdm(total=self.total, desc="dagger", unit="state", leave=False)
         elif self.mode == "log":
-            if not logging.getLogger("dagger").hasHandlers():
+            if not logger.hasHandlers():  # its own, dagger's and the root logger's
                 # Nothing configured logging: a plain script under nohup or Slurm still gets
                 # its progress in its log.
                 self._handler = logging.StreamHandler(sys.stderr)
