@@ -11,9 +11,10 @@ CI job, a notebook kernel) a bar is noise, so a run logs through :mod:`logging`,
 * a last summary when the run ends.
 
 When nothing in the process configured logging (no handler on ``dagger.progress``, ``dagger``
-or the root logger), a run attaches a handler writing to stderr for its duration, so the lines appear in a
-plain script's log; where logging is configured, the lines go where it says (and its levels
-apply: ``logging.getLogger("dagger.progress").setLevel(logging.WARNING)`` silences them).
+or the root logger), a run attaches a handler writing to stderr for its duration, so the lines
+appear in a plain script's log; where logging is configured, the lines go where it says (and
+its levels apply: ``logging.getLogger("dagger.progress").setLevel(logging.WARNING)`` silences
+them).
 """
 
 from __future__ import annotations
