@@ -172,3 +172,67 @@ def test_a_tag_pattern_that_matches_nothing_says_so(exp_dir, study, dagger_warni
     dagger_warnings.clear()
     assert len(nodes.filter("b*")) == 2
     assert not [r for r in dagger_warnings.records if "No state here" in r.getMessage()]
+
+
+# -- smaller truths (issue 14, item 11) -----------------------------------------------------------
+
+
+def test_diff_says_when_a_step_is_the_same_recipe_after_different_ancestors(exp_dir):
+    """Two branches that part at the first step and then apply the very same recipe: the
+    second step is not "different in code"."""
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    left = Multiply(2)(Add(1)(root))
+    right = Multiply(2)(Add(2)(root))
+    exp.run(progress=False)
+    text = str(dg.Experiment.restore(exp_dir).graph.diff(left.sha(), right.sha()))
+    assert "step 1: Add differs in amount: 1 vs 2" in text
+    assert "step 2: the same Multiply(factor=2) on both (after different steps)" in text
+    assert "differs in code" not in text
+
+
+class Cast(dg.Recipe):
+    """Recipe parameters that JSON does not have: a dtype, a path, a function, a partial."""
+
+    def __init__(self, dtype, folder, op, scale):
+        self.dtype = dtype
+        self.folder = folder
+        self.op = op
+        self.scale = scale
+
+    def run(self, state):
+        state.cast = str(self.dtype)
+        return state
+
+
+def test_where_finds_values_json_does_not_have_and_no_value_shows_an_address(exp_dir, caplog):
+    """``where(dtype=torch.float16)`` and ``where(folder=Path(...))`` find what they were
+    recorded as (they silently matched nothing); a value no state has is a warning naming the
+    values there are; functions, lambdas and partials show by name, never by memory address
+    (which changes every run)."""
+    import functools
+    import operator
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    half = Cast(torch.float16, Path("/data/a"), lambda x: x + 1, functools.partial(max, 0))(root)
+    Cast(torch.bfloat16, Path("/data/b"), operator.add, functools.partial(min, 1))(root)
+    exp.run(progress=False)
+    nodes = dg.Experiment.restore(exp_dir).graph.nodes
+
+    assert nodes.where(dtype=torch.float16).ids == [half.sha()]
+    assert nodes.where(folder=Path("/data/a")).ids == [half.sha()]
+    caplog.set_level("WARNING", logger="dagger")
+    assert nodes.where(dtype=torch.float32).ids == []
+    assert "No state here has dtype=torch.float32" in caplog.text
+    assert "torch.bfloat16" in caplog.text and "torch.float16" in caplog.text
+
+    table = nodes.to_dataframe()
+    shown = " ".join(str(value) for value in table.to_numpy().ravel())
+    shown += " ".join(str(state.recipe) for state in nodes if state.recipe is not None)
+    shown += str(half.recipe)
+    assert " at 0x" not in shown
+    assert "<lambda> (test_analysis.py:" in shown
+    assert "_operator.add" in shown and "partial(max, 0)" in shown

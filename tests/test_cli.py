@@ -276,6 +276,7 @@ def test_draw_without_dot(cli, exp_dir, stored, tmp_path, subprocess_env):
         ["plot", "--x", "depth", "--y", "seconds"],
         ["report"],
         ["verify"],
+        ["failures"],
     ],
 )
 def test_not_an_experiment(cli, tmp_path, args):
@@ -299,10 +300,39 @@ def test_verify_and_gc_still_work(cli, exp_dir, stored):
     assert result.returncode == 0, result.stderr
 
 
+def test_verify_notices_a_missing_parent_and_gc_says_what_it_kept(cli, exp_dir, stored):
+    """(Issue 14, item 11.) A record lost from the middle of the tree: verify names each
+    child cut off from its root; gc --dry-run says that the lost state's payload, too young
+    to be judged, was left alone, instead of hiding it."""
+    (exp_dir / "states" / f"{stored['a']}.json").unlink()
+    result = cli("verify", exp_dir)
+    assert result.returncode == 1, result.stderr
+    for child in ("b", "c"):
+        assert f"state {stored[child][:12]}: parent {stored['a'][:12]}:" in result.stdout
+    assert "has no record" in result.stdout
+
+    result = cli("gc", exp_dir, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would remove 0 file(s)" in result.stdout
+    assert "1 more unreferenced file(s) are younger than 1 h" in result.stdout
+    assert "--min-age 0" in result.stdout
+    result = cli("gc", exp_dir, "--dry-run", "--min-age", "0")
+    assert "would remove 1 file(s)" in result.stdout and "younger" not in result.stdout
+
+
+def test_failures_of_one_state(cli, exp_dir, stored):
+    result = cli("failures", exp_dir, "--id", stored["e"][:10])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"== state {stored['e']} Boom(fail=True) failed")
+    assert 'raise ValueError("boom on purpose")' in result.stdout
+    result = cli("failures", exp_dir, "--id", stored["b"])
+    assert result.stdout.strip() == "no failures recorded"
+
+
 def test_help_lists_every_command(cli):
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("show", "ls", "draw", "plot", "report", "verify", "gc"):
+    for command in ("show", "ls", "draw", "plot", "report", "failures", "verify", "gc"):
         assert command in result.stdout
 
 

@@ -37,10 +37,15 @@ def _cases(tmp_path):
     newer.mkdir()
     (newer / "experiment.json").write_text(json.dumps({"format": 999, "state_class": "x:Y"}))
 
-    def second_root():
-        fresh = dg.Experiment(tmp_path / "two", CounterState)
-        fresh.spawn_new_tree(start=1)
-        fresh.spawn_new_tree(start=2)
+    def ambiguous_root():
+        forest = dg.Experiment(tmp_path / "two", CounterState)
+        forest.spawn_new_tree(start=1)
+        forest.spawn_new_tree(start=2)
+        return forest.root
+
+    class NeedsWidth(dg.ExperimentState):
+        def __init__(self, width):
+            super().__init__()
 
     def foreign_promise():
         other = dg.Experiment(tmp_path / "other", CounterState)
@@ -94,11 +99,25 @@ def _cases(tmp_path):
             "start",
         ),
         (
-            "second root",
-            second_root,
+            "exp.root of a forest",
+            ambiguous_root,
             dg.ExperimentDefinitionError,
             ValueError,
-            "already has a root",
+            "exp.roots",
+        ),
+        (
+            "a state __init__ dagger cannot call",
+            lambda: dg.Experiment(tmp_path / "w", NeedsWidth),
+            dg.ExperimentDefinitionError,
+            ValueError,
+            "parent_sha",
+        ),
+        (
+            "the original's state.save()",
+            lambda: CounterState().save(),
+            dg.RemovedAPIError,
+            NotImplementedError,
+            "Recipe",
         ),
         (
             "recipe on a non-promise",

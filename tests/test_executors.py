@@ -328,3 +328,128 @@ def test_progress_and_report_include_remote_work(tmp_path, monkeypatch):
     assert report.computed == 5 and len(report.computed_ids) == 5
     ((bar),) = bars
     assert bar.total == 5 and bar.n == 5  # every remote state moved the bar
+
+
+# -- a worker that dies (issue 14, item 7) --------------------------------------------------------
+
+
+class WaitUntilRerun(dg.Recipe):
+    """Marks that it started; the first time it then waits (its pool breaks and terminates it
+    long before the wait ends); run again, it finishes at once."""
+
+    def __init__(self, folder, name):
+        self.folder = folder
+        self.name = name
+
+    def run(self, state):
+        started = Path(self.folder) / f"started-{self.name}"
+        if not started.exists():
+            started.touch()
+            time.sleep(120)
+        state.value += 1
+        return state
+
+
+class DieBesideOthers(dg.Recipe):
+    """Once every waiting branch runs, ends its worker process without a Python exception, as
+    the out-of-memory killer does; once the folder holds `fixed`, it works."""
+
+    def __init__(self, folder, others):
+        self.folder = folder
+        self.others = others
+
+    def run(self, state):
+        folder = Path(self.folder)
+        if (folder / "fixed").exists():
+            return state
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all((folder / f"started-{name}").exists() for name in self.others):
+                break
+            time.sleep(0.01)
+        os._exit(3)
+
+
+class SubclassedPool(ProcessPoolExecutor):
+    """A pool dagger does not know how to rebuild (its constructor could be anything)."""
+
+
+def dying_worker_tree(exp_dir, folder):
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    waiting = [Add(1)(WaitUntilRerun(folder, "a")(root)), WaitUntilRerun(folder, "b")(root)]
+    culprit = DieBesideOthers(folder, ["a", "b"])(root)
+    below = Add(2)(culprit)
+    queued = Add(7)(root)  # waits for a free worker: not started when the pool breaks
+    return exp, culprit, below, [*waiting, queued]
+
+
+def test_a_dead_worker_fails_its_own_branch_only_and_the_others_run(tmp_path):
+    """Three branches run on a pool of three and a fourth waits; one worker process dies. Only
+    its branch is failed, with the exit cause (stored with the state too); the two branches
+    its pool terminated and the one that never started are run on a new pool; a rerun
+    computes only the dead branch."""
+    folder = tmp_path / "signals"
+    folder.mkdir()
+    exp, culprit, below, healthy = dying_worker_tree(tmp_path / "exp", str(folder))
+    with ProcessPoolExecutor(3) as pool, pytest.raises(dg.RunError) as caught:
+        exp.run(executor=pool, progress=False)
+    report = caught.value.report
+    (failure,) = caught.value.failures
+    assert failure.state_id == culprit.sha()
+    assert "worker process" in failure.message and "died" in failure.message
+    assert "os._exit" in failure.message and "BrokenProcessPool" in failure.error_type
+    assert (report.computed, report.failed, report.skipped) == (5, 1, 1)
+    assert report.not_attempted == 0
+    assert sorted(report.computed_ids) == sorted(
+        [exp.root.sha(), *(promise.sha() for promise in healthy), healthy[0].parent.sha()]
+    )
+    stored = dg.Experiment.restore(tmp_path / "exp").graph
+    assert stored.node(culprit.sha()).dagger.status is dg.Status.FAILED
+    assert "died" in stored.node(culprit.sha()).dagger.error.message
+
+    (folder / "fixed").touch()
+    exp, culprit, below, healthy = dying_worker_tree(tmp_path / "exp", str(folder))
+    with ProcessPoolExecutor(3) as pool:
+        report = exp.run(executor=pool, progress=False)
+    assert sorted(report.computed_ids) == sorted([culprit.sha(), below.sha()])
+    assert report.cached == 5
+
+
+def test_a_dead_worker_in_a_pool_dagger_cannot_rebuild_leaves_the_others_not_attempted(
+    tmp_path, dagger_warnings
+):
+    """The same, on an executor dagger does not know how to replace: the branches it took
+    down with it are reported as not attempted (never as failed), and a rerun computes them."""
+    folder = tmp_path / "signals"
+    folder.mkdir()
+    exp, culprit, below, healthy = dying_worker_tree(tmp_path / "exp", str(folder))
+    with SubclassedPool(3) as pool, pytest.raises(dg.RunError) as caught:
+        exp.run(executor=pool, progress=False)
+    report = caught.value.report
+    assert [failure.state_id for failure in caught.value.failures] == [culprit.sha()]
+    assert (report.computed, report.failed, report.skipped, report.not_attempted) == (1, 1, 1, 4)
+    assert "4 state(s) were not attempted" in str(caught.value)
+    assert any("not attempted" in record.getMessage() for record in dagger_warnings.records)
+
+    (folder / "fixed").touch()
+    exp, culprit, below, healthy = dying_worker_tree(tmp_path / "exp", str(folder))
+    with ProcessPoolExecutor(3) as pool:
+        report = exp.run(executor=pool, progress=False)
+    assert (report.computed, report.cached, report.failed) == (6, 1, 0)
+
+
+def test_progress_lines_include_remote_work(tmp_path, caplog):
+    """(Issue 14, item 10.) As log lines, a run on an executor reports every state its workers
+    computed: one line each, with the state's recipe."""
+    caplog.set_level(logging.INFO, logger="dagger.progress")
+    exp = dg.Experiment(tmp_path / "exp", CounterState)
+    root = exp.spawn_new_tree(start=1)
+    children = [Add(amount)(root) for amount in range(3)]
+    with ProcessPoolExecutor(2) as pool:
+        exp.run(executor=pool, progress="log")
+    lines = [r.getMessage() for r in caplog.records if r.name == "dagger.progress"]
+    for promise in [root, *children]:
+        what = "root" if promise is root else repr(promise.recipe)
+        assert sum(f"computed {promise.sha()[:12]} {what} in " in line for line in lines) == 1
+    assert lines[-1].startswith("run finished: 4 computed")

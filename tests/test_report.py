@@ -122,9 +122,8 @@ def test_the_report_is_one_file_that_loads_nothing(report, tree):
     assert len(data["rows"]) == len(tree)
 
 
+@pytest.mark.requires_dot
 def test_the_report_has_the_drawing_the_table_and_the_plots(report, tree, stored):
-    if shutil.which("dot") is None:
-        pytest.skip("Graphviz's `dot` program is not on PATH (apt-get install graphviz)")
     text = report.read_text(encoding="utf-8")
     for sha in stored.values():
         assert f'id="state&#45;{sha}"' in text or f'id="state-{sha}"' in text

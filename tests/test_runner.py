@@ -411,3 +411,164 @@ def test_ids_stay_the_same_after_a_run_in_the_same_session(exp_dir):
     exp, root = build()
     assert root.sha() == first_id
     assert exp.run(progress=False).computed == 0
+
+
+# -- what a run prints outside a terminal (issue 14, items 9 and 10) ------------------------------
+
+PROGRESS_SCRIPT = """
+import sys
+import dagger as dg
+from helpers import Add, CounterState
+
+exp = dg.Experiment("exp", CounterState)
+root = exp.spawn_new_tree(start=1)
+dg.Function(lambda state: state.value, name="value")(Add(2)(Add(1)(root)))
+exp.run({options})
+print("done")
+"""
+
+
+def run_script(tmp_path, env, text):
+    import subprocess
+    import sys
+
+    script = tmp_path / "study.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,  # stderr is a pipe, as under nohup or in a Slurm log
+        text=True,
+        timeout=120,
+    )
+
+
+def test_outside_a_terminal_each_computed_state_is_a_log_line(tmp_path, subprocess_env):
+    """A plain script (no logging configured) whose stderr is not a terminal: one line per
+    computed state with its id, recipe and seconds, one per Function result, summaries (every
+    line here: log_interval=0) and the report as the last line."""
+    process = run_script(tmp_path, subprocess_env, PROGRESS_SCRIPT.format(options="log_interval=0"))
+    assert process.returncode == 0, process.stderr
+    tree = dg.Experiment.restore(tmp_path / "exp").graph
+    lines = process.stderr.splitlines()
+    for state in tree.nodes:
+        what = "root" if state.recipe is None else f"Add(amount={state.recipe.params['amount']})"
+        assert any(f"computed {state.sha()[:12]} {what} in " in line for line in lines), lines
+    assert any(f"Function value on {tree.leaves[0].sha()[:12]}" in line for line in lines)
+    assert sum("of 4 done" in line for line in lines) >= 4  # 3 states and 1 Function result
+    assert "run finished: 3 computed, 0 cached, 0 failed" in lines[-1]
+    assert all(" dagger: " in line for line in lines)  # one handler, one format, no repeats
+
+    again = run_script(tmp_path, subprocess_env, PROGRESS_SCRIPT.format(options=""))
+    assert again.returncode == 0, again.stderr
+    assert "computed" not in again.stderr  # nothing to do, nothing to say
+
+
+def test_progress_lines_follow_the_logging_configuration(tmp_path, subprocess_env):
+    """Where the script configured logging, the lines go through it (and its level applies);
+    progress=False prints nothing."""
+    configured = "import logging\nlogging.basicConfig(level=logging.WARNING)\n"
+    process = run_script(tmp_path, subprocess_env, configured + PROGRESS_SCRIPT.format(options=""))
+    assert process.returncode == 0, process.stderr
+    assert process.stderr == ""
+    verbose = (
+        "import logging\nlogging.basicConfig(level=logging.INFO, format='%(name)s %(message)s')\n"
+    )
+    process = run_script(
+        tmp_path,
+        subprocess_env,
+        verbose + PROGRESS_SCRIPT.format(options="").replace('"exp"', '"exp2"'),
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.count("dagger.progress computed ") == 3
+    silent = run_script(
+        tmp_path,
+        subprocess_env,
+        PROGRESS_SCRIPT.format(options="progress=False").replace('"exp"', '"exp3"'),
+    )
+    assert silent.returncode == 0 and silent.stderr == ""
+
+
+FAILING_SCRIPT = """
+import dagger as dg
+from helpers import Add, Boom, CounterState
+
+exp = dg.Experiment("exp", CounterState)
+root = exp.spawn_new_tree(start=1)
+Add(1)(Boom()(root))
+dg.Function(lambda state: 1 / 0, name="ratio")(Add(2)(root))
+try:
+    exp.run()
+except dg.RunError as error:
+    print(error)
+    print("report:", error.report)
+"""
+
+
+def test_failures_are_printed_shortened_counted_apart_and_kept_in_full(
+    tmp_path, subprocess_env, exp_dir
+):
+    """At the end of a run each failure is printed with a shortened traceback (the user's
+    frames, not dagger's); the message counts failed states and failed Functions apart and
+    points to a command that prints the full tracebacks, which are stored."""
+    import subprocess
+    import sys
+
+    process = run_script(tmp_path, subprocess_env, FAILING_SCRIPT)
+    assert process.returncode == 0, process.stderr
+    assert 'raise ValueError("boom on purpose")' in process.stderr
+    assert "helpers.py" in process.stderr and "in run" in process.stderr
+    assert "return 1 / 0" in process.stderr or "1 / 0" in process.stderr
+    assert "dagger/runner.py" not in process.stderr  # shortened: dagger's own frames left out
+    message = process.stdout
+    assert "1 state(s) failed (their 1 descendant(s) were skipped)" in message
+    assert "1 Function(s) failed" in message
+    assert f"`dagger failures {exp_dir}` prints them" in message
+    assert "failed.json" not in message
+    assert "report: 2 computed, 0 cached, 1 failed, 1 skipped, 0 function results, " in message
+    assert "1 function(s) failed" in message
+
+    full = subprocess.run(
+        [sys.executable, "-m", "dagger", "failures", str(exp_dir)],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.count("== ") == 2
+    assert "Boom(fail=True) failed" in full.stdout and "Function `ratio`" in full.stdout
+    assert "dagger/runner.py" in full.stdout  # the full traceback, dagger's frames included
+    assert "ZeroDivisionError: division by zero" in full.stdout
+
+
+class ReadsAnother(dg.Recipe):
+    """Gets another state of the tree while it runs (``promise.get()`` inside ``run``)."""
+
+    PROPERTIES = []
+
+    def __init__(self, other):
+        self._other = other
+
+    def run(self, state):
+        state.value += self._other.get().value
+        return state
+
+
+def test_a_failure_keeps_its_first_cause(exp_dir):
+    """A recipe that got another state whose recipe failed fails with that first cause (not
+    with the RunError that carried it); the RunError is still named, and the whole chain is in
+    the stored traceback."""
+    exp, root = build(exp_dir)
+    broken = Boom()(root)
+    reader = ReadsAnother(broken)(root)
+    with pytest.raises(dg.RunError) as caught:
+        exp.run(progress=False)
+    failure = next(f for f in caught.value.failures if f.state_id == reader.sha())
+    assert (failure.error_type, failure.message) == ("ValueError", "boom on purpose")
+    assert failure.raised.startswith("RunError: 1 failure(s)")
+    error = dg.Experiment.restore(exp_dir).graph.node(reader.sha()).dagger.error
+    assert (error.type, error.message) == ("ValueError", "boom on purpose")
+    assert "RunError" in error.traceback and "boom on purpose" in error.traceback

@@ -163,3 +163,31 @@ def test_state_root_loads_the_root(exp_dir):
     root = exp.spawn_new_tree(start=4)
     rewound = Rewind()(Add(1)(root))
     assert rewound.get().value == 4
+
+
+# -- a stable order (issue 14, item 3) ------------------------------------------------------------
+
+AMOUNTS = [5, 3, 0, 4, 1, 2]
+
+
+def test_stored_states_keep_the_order_they_were_defined_and_computed_in(exp_dir):
+    """Siblings computed in one run (within the same second) are listed in the order they
+    were defined, not in the order of their ids or of a directory listing: children, nodes at
+    a depth, leaves, the whole node list and the table."""
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    branches = [Add(amount)(root) for amount in AMOUNTS]
+    for branch in branches:
+        Multiply(2)(branch)
+    ids = [branch.sha() for branch in branches]
+    assert sorted(ids) != ids  # the ids alone would give another order
+    exp.run(progress=False)
+
+    tree = dg.Experiment.restore(exp_dir).graph
+    assert [child.recipe.params["amount"] for child in tree.root.dagger.children] == AMOUNTS
+    assert [state.sha() for state in tree.nodes_at_distance(1)] == ids
+    assert [leaf.dagger.parent.sha() for leaf in tree.leaves] == ids
+    assert tree.nodes.ids == [root.sha(), *ids, *(leaf.sha() for leaf in tree.leaves)]
+    assert list(tree.nodes.to_dataframe()["id"]) == tree.nodes.ids
+    # the same order in another restore
+    assert dg.Experiment.restore(exp_dir).graph.nodes.ids == tree.nodes.ids

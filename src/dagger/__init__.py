@@ -1,6 +1,7 @@
 """dagger: reproducible machine-learning experiments as trees of cached, stored states."""
 
 from ._version import __version__
+from .checks import verify
 from .errors import (
     ColumnNotFoundError,
     CorruptStateError,
@@ -17,6 +18,7 @@ from .errors import (
     NotAnExperimentError,
     PlotError,
     RecipeResultError,
+    RemovedAPIError,
     ReservedAttributeError,
     RunError,
     SerializationError,
@@ -34,7 +36,7 @@ from .record import Status
 from .runner import Failure, RunReport
 from .state import ExperimentState, StateInfo
 from .store import MemoryStore
-from .store.maintenance import gc, verify
+from .store.maintenance import gc
 from .tree import StaticExperimentTree
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "PlotError",
     "Recipe",
     "RecipeResultError",
+    "RemovedAPIError",
     "ReservedAttributeError",
     "RunError",
     "RunReport",

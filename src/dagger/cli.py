@@ -11,8 +11,10 @@
     dagger report DIR [-o FILE] [--color COLUMN] [--plot X,Y[,HUE] ...]
                                                  one self-contained HTML page: the drawing,
                                                  a sortable table and plots
+    dagger failures DIR [--id PREFIX]            every failed state and Function, with its
+                                                 full traceback
     dagger verify DIR                            check every record, payload and blob against
-                                                 its checksum
+                                                 its checksum, and every state's parent
     dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
 
 Also runs as ``python -m dagger``. Showing, listing and drawing read the records only (no
@@ -35,8 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .checks import verify
 from .errors import DaggerError, NotAnExperimentError
-from .store.maintenance import DEFAULT_MIN_AGE, gc, verify
+from .store.maintenance import DEFAULT_MIN_AGE, gc
 
 if TYPE_CHECKING:
     import pandas
@@ -62,6 +65,51 @@ def _verify(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     report = gc(args.directory, dry_run=args.dry_run, min_age=args.min_age)
     print(report)
+    if args.min_age > 0:
+        # What the age limit kept: a save in progress writes its files before its record.
+        every = gc(args.directory, dry_run=True, min_age=0)
+        young = len(set(every.removed) - set(report.removed))
+        if young:
+            print(
+                f"{young} more unreferenced file(s) are younger than {_age(args.min_age)} and "
+                f"were left alone{' (they would be kept)' if args.dry_run else ''}: a save "
+                "in progress writes its files before the record that refers to them. "
+                "--min-age 0 includes them (only when nothing is running)."
+            )
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:g} s"
+
+
+def _failures(args: argparse.Namespace) -> int:
+    """Every failed state and Function, with its full stored traceback."""
+    tree = _tree(args.directory)
+    nodes = tree.nodes if args.id is None else [tree.node(args.id)]
+    shown = 0
+    for state in nodes:
+        info = state.dagger
+        what = str(state.recipe) if state.recipe is not None else "root"
+        if info.error is not None:
+            shown += 1
+            print(f"== state {state.sha()} {what} failed ({info.created or '?'})")
+            print(info.error.traceback.rstrip() or f"{info.error.type}: {info.error.message}")
+            print()
+        for name, entry in info.notes.results.items():
+            if entry.error is not None:
+                shown += 1
+                print(f"== Function `{name}` on state {state.sha()} {what} failed")
+                print(
+                    entry.error.traceback.rstrip() or f"{entry.error.type}: {entry.error.message}"
+                )
+                print()
+    if not shown:
+        print("no failures recorded")
     return 0
 
 
@@ -386,8 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reporting.set_defaults(handler=_report)
 
+    failing = commands.add_parser(
+        "failures", help="print every failed state and Function with its full traceback"
+    )
+    failing.add_argument("directory", metavar="DIR")
+    failing.add_argument("--id", metavar="PREFIX", help="only the state with this id (prefix)")
+    failing.set_defaults(handler=_failures)
+
     check = commands.add_parser(
-        "verify", help="check every record, payload and blob against its checksum"
+        "verify",
+        help="check every record, payload and blob against its checksum, and every parent",
     )
     check.add_argument("directory", metavar="DIR")
     check.set_defaults(handler=_verify)

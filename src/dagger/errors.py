@@ -40,6 +40,9 @@ dagger::
     │                                                  plots or reports without matplotlib/Jinja2
     ├── PlotError(DaggerError, ValueError)             a plot or drawing asked for wrongly: unknown
     │                                                  kind or colour map, no state with both values
+    ├── RemovedAPIError(DaggerError, NotImplementedError)
+    │                                                  a call of the original dagger that this one
+    │                                                  replaced (state.save(), new_state, path)
     └── RunError(DaggerError, RuntimeError)            one or more recipes failed during run()
 
 Errors carry the offending values as attributes and pickle cleanly, because they cross process
@@ -66,6 +69,7 @@ __all__ = [
     "NotAnExperimentError",
     "PlotError",
     "RecipeResultError",
+    "RemovedAPIError",
     "ReservedAttributeError",
     "RunError",
     "SerializationError",
@@ -198,6 +202,12 @@ class MissingDependencyError(DaggerError, ImportError):
 class PlotError(DaggerError, ValueError):
     """A plot or drawing cannot be made as asked: an unknown kind or colour map, a bad
     ``collapse``, or no state that holds both plotted values."""
+
+
+class RemovedAPIError(DaggerError, NotImplementedError):
+    """A call of the original facebookresearch/dagger that this dagger replaced on purpose
+    (``state.save()``, ``state.new_state(recipe)``, ``state.path``); the message names what to
+    use instead."""
 
 
 class RunError(DaggerError, RuntimeError):

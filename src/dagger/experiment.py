@@ -24,9 +24,10 @@ from ._names import class_path, import_class
 from ._version import __version__
 from .errors import ExperimentDefinitionError, StateClassMismatchError
 from .executors import dispatch
-from .promise import ExperimentStatePromise
+from .progress import DEFAULT_INTERVAL
+from .promise import ExperimentStatePromise, warn_scheduler
 from .recipe import Function, Recipe
-from .record import FORMAT_VERSION, ExperimentMeta, jsonable, now
+from .record import FORMAT_VERSION, ExperimentMeta, Status, jsonable, now
 from .runner import Runner, RunReport
 from .state import ExperimentState
 from .store import DirectoryStore, Store
@@ -39,12 +40,15 @@ logger = logging.getLogger("dagger")
 
 
 class Experiment:
-    """A tree of experiment states stored in one directory.
+    """A tree (or a forest: one tree per distinct root) of experiment states stored in one
+    directory.
 
     Args:
         directory: Where states are stored (created on the first run, with parents), or a
             :class:`~dagger.store.Store` (for example ``dagger.store.MemoryStore()``).
         state_class: The ExperimentState subclass of every state of this experiment.
+            Default: the class stored in the folder when it holds an experiment and this
+            Experiment only grows stored states; plain ExperimentState otherwise.
         durability: ``"safe"`` (default): every write is fsynced. ``"fast"``: writes stay
             atomic but are not fsynced, for scratch experiments.
         blob_threshold: Tensor storages, arrays and bytes of at least this many bytes
@@ -53,29 +57,33 @@ class Experiment:
 
     Attributes:
         tags: The tags active now (see :meth:`tag`).
-        root: The root promise once :meth:`spawn_new_tree` was called; after
-            :meth:`restore`, the root state of the stored tree.
         graph: The :class:`~dagger.tree.StaticExperimentTree` after :meth:`restore`.
+        experiment_arguments: The first root's ``spawn_new_tree`` arguments.
 
     Raises:
-        ExperimentDefinitionError: ``state_class`` is not an ExperimentState subclass, or
-            ``durability`` is not ``"safe"`` or ``"fast"``.
+        ExperimentDefinitionError: ``state_class`` is not an ExperimentState subclass, its
+            ``__init__`` cannot be called the way dagger builds roots, or ``durability`` is
+            not ``"safe"`` or ``"fast"``.
     """
 
     def __init__(
         self,
         directory: str | os.PathLike[str] | Store,
-        state_class: type[ExperimentState] = ExperimentState,
+        state_class: type[ExperimentState] | None = None,
         *,
         durability: str = "safe",
         blob_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
+        self._class_given = state_class is not None
+        if state_class is None:
+            state_class = ExperimentState
         if not (isinstance(state_class, type) and issubclass(state_class, ExperimentState)):
             raise ExperimentDefinitionError(
                 f"state_class must be dagger.ExperimentState or a subclass of it; got "
                 f"{state_class!r}.",
                 value_type=type(state_class).__name__,
             )
+        loading.check_constructible(state_class)
         self.store: Store
         if isinstance(directory, str | os.PathLike):
             self.directory: Path | None = Path(directory).absolute()
@@ -88,14 +96,61 @@ class Experiment:
         self.state_class = state_class
         self.stand_in = False
         self.tags: list[str] = []
-        self.root: Any = None
         self.experiment_arguments: dict[str, Any] | None = None
         self.graph: StaticExperimentTree | None = None
+        # The tops of the trees being defined, in definition order: spawned roots and stored
+        # states grown again after a restore.
         self._roots: list[ExperimentStatePromise] = []
+        self._spawned: dict[str, ExperimentStatePromise] = {}
         self._stored_promises: dict[str, ExperimentStatePromise] = {}
 
     def __repr__(self) -> str:
         return f"Experiment({self.store.location!r}, state_class={self.state_class.__name__})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Experiment:
+        # An Experiment is a handle, not a value: a recipe that keeps it (the original
+        # tutorial's `self.experiment_object = state.experiment_object`) is snapshotted
+        # without copying the experiment, its store and the states it holds.
+        return self
+
+    # -- the roots -----------------------------------------------------------------------------
+
+    @property
+    def roots(self) -> list[Any]:
+        """The roots of this experiment, one per distinct root id: the stored roots after
+        :meth:`restore` (slim states), then the roots spawned in this session (promises), in
+        the order they were defined."""
+        found: dict[str, Any] = {}
+        if self.graph is not None:
+            for state in self.graph.roots:
+                found[state.sha() or ""] = state
+        for sha, promise in self._spawned.items():
+            found.setdefault(sha, promise)
+        return list(found.values())
+
+    @property
+    def root(self) -> Any:
+        """The root: None before :meth:`spawn_new_tree`; then its promise (reading an
+        attribute of it computes or loads the root once, see
+        :class:`~dagger.promise.ExperimentStatePromise`); after :meth:`restore`, the stored
+        root state (slim).
+
+        Raises:
+            ExperimentDefinitionError: The experiment holds several roots (a forest): use
+                :attr:`roots`, or ``promise.root`` / ``state.root`` for the root of a given
+                state.
+        """
+        roots = self.roots
+        if len(roots) > 1:
+            listed = ", ".join(_describe_root(root) for root in roots[:5])
+            more = f", and {len(roots) - 5} more" if len(roots) > 5 else ""
+            raise ExperimentDefinitionError(
+                f"This experiment holds {len(roots)} roots ({listed}{more}), so `exp.root` "
+                "would be ambiguous. Use exp.roots, or the root of the state at hand: "
+                "promise.root (or state.root for a stored state).",
+                roots=[_root_sha(root) for root in roots],
+            )
+        return roots[0] if roots else None
 
     # -- building the tree ---------------------------------------------------------------------
 
@@ -127,35 +182,61 @@ class Experiment:
             self.tags = saved
 
     def spawn_new_tree(self, /, **experiment_arguments: Any) -> ExperimentStatePromise:
-        """Define the root state (nothing runs yet).
+        """Define a root state (nothing runs yet).
+
+        An experiment holds a forest: each distinct root (``for seed in range(3):
+        exp.spawn_new_tree(seed=seed)``) is the top of its own tree, stored in the same
+        directory. Spawning a root that this Experiment already has (a notebook cell run
+        again) returns the same promise: the current tags are added to it, and its non-hashed
+        arguments take the new values.
 
         Args:
             **experiment_arguments: Passed to ``initialize_state``. Those named in the state
                 class's PROPERTIES are set as attributes and inherited by every state. All but
                 those listed in NONHASHED_ATTRIBUTES make up the root's identity.
 
+        Returns:
+            The root's promise.
+
         Raises:
             MissingPropertyError: A PROPERTIES value is missing.
-            ExperimentDefinitionError: This Experiment already has a root, or the state
-                class's ``initialize_state`` cannot take these arguments.
+            ExperimentDefinitionError: The state class's ``initialize_state`` cannot take
+                these arguments.
             HashingError: An identity argument cannot be hashed.
         """
-        if any(promise.is_root for promise in self._roots):
-            raise ExperimentDefinitionError(
-                "This Experiment already has a root (spawn_new_tree was called before). One "
-                "Experiment holds one tree: grow it from the promise spawn_new_tree returned, "
-                "or create another Experiment with another directory for a second tree.",
-            )
         self.state_class.check_arguments(experiment_arguments)
         self.state_class.check_initialize_signature(experiment_arguments)
         promise = ExperimentStatePromise(
             self, None, None, self.tags, arguments=dict(experiment_arguments)
         )
-        promise.sha()  # an unhashable argument is reported here, where it was passed
-        self.root = promise
-        self.experiment_arguments = dict(experiment_arguments)
+        sha = promise.sha()  # an unhashable argument is reported here, where it was passed
+        known = self._spawned.get(sha)
+        if known is not None:
+            known.tags = tuple(dict.fromkeys([*known.tags, *self.tags]))
+            known.arguments = dict(experiment_arguments)
+            return known
+        self._spawned[sha] = promise
         self._roots.append(promise)
+        if self.experiment_arguments is None:
+            self.experiment_arguments = dict(experiment_arguments)
         return promise
+
+    @property
+    def leaves(self) -> list[ExperimentStatePromise]:
+        """The leaves of the trees being defined: one promise per distinct state that has no
+        child, depth-first from the roots in definition order (Functions add none; a root
+        with nothing grown from it is a leaf). Reading it computes nothing."""
+        first: dict[str, ExperimentStatePromise] = {}
+        parents: set[str] = set()
+        stack = list(reversed(self._roots))
+        while stack:
+            promise = stack.pop()
+            sha = promise.sha()
+            first.setdefault(sha, promise)
+            if promise.children:
+                parents.add(sha)
+            stack.extend(reversed(promise.children))
+        return [promise for sha, promise in first.items() if sha not in parents]
 
     def add_child(self, parent: ExperimentStatePromise, recipe: Recipe) -> ExperimentStatePromise:
         """Define the child of ``parent`` produced by ``recipe`` (what ``recipe(parent)`` does).
@@ -211,32 +292,52 @@ class Experiment:
 
     # -- running -------------------------------------------------------------------------------
 
+    def save(self) -> None:
+        """Write the experiment's description (``experiment.json``: the roots defined so far,
+        the state class, the first root's arguments) without computing any state, as the
+        original dagger's ``save()`` did. :meth:`run` does this too."""
+        self._prepare_store()
+
     def run(
         self,
         *,
         keep_going: bool = True,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         executor: Any = None,
+        scheduler: Any = None,
+        log_interval: float = DEFAULT_INTERVAL,
     ) -> RunReport:
         """Compute and store every state of the tree that is not stored yet, depth-first.
 
         Args:
             keep_going: After a failure, run the rest of the tree (default); False stops at
                 the first failure.
-            progress: Show a progress bar (default: when stderr is a terminal).
+            progress: None (default): a progress bar when stderr is a terminal, else one
+                ``logging`` line per computed state (id, recipe, seconds) and a summary every
+                ``log_interval`` seconds, on the logger ``dagger.progress`` (printed to stderr
+                when logging is not configured). True: a bar; ``"log"``: the lines; False:
+                nothing.
             executor: Run independent branches on any ``concurrent.futures``-style executor
                 (``ProcessPoolExecutor``, a ``dask.distributed.Client``, a ``submitit``
                 executor). Workers read parents from and write children to this
                 experiment's directory, which they must be able to reach. Default: compute
                 everything in this process.
+            scheduler: The original dagger's dask scheduler: accepted and ignored, with a
+                DeprecationWarning naming ``executor``.
+            log_interval: Seconds between two summaries in the log (progress as lines).
 
         Returns:
-            A RunReport: computed, cached, failed, skipped, seconds.
+            A RunReport: computed, cached, failed, skipped, Function results and failures,
+            states not attempted, seconds.
 
         Raises:
             RunError: Some recipes or functions failed; everything else was stored. Its
-                ``__cause__`` is the first failure's exception (in this process).
+                ``__cause__`` is the first failure's exception (from a worker process too,
+                when it can be pickled). Each failure is logged at the end of the run with a
+                shortened traceback; the full one is stored with it (``dagger failures
+                DIR``).
         """
+        warn_scheduler(scheduler)
         if not self._roots:
             raise ExperimentDefinitionError(
                 "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
@@ -245,11 +346,17 @@ class Experiment:
         roots = plan.build(self._roots)
         self._prepare_store()
         failed_before = plan.survey(roots, self.store)
-        runner = self._runner(keep_going, progress, failed_before)
+        runner = self._runner(keep_going, progress, failed_before, log_interval)
         strategy = None if executor is None else functools.partial(dispatch, executor=executor)
         return runner.run(roots, strategy)
 
-    def _runner(self, keep_going: bool, progress: bool | None, failed_before: set[str]) -> Runner:
+    def _runner(
+        self,
+        keep_going: bool,
+        progress: bool | str | None,
+        failed_before: set[str],
+        log_interval: float = DEFAULT_INTERVAL,
+    ) -> Runner:
         return Runner(
             self.store,
             self.state_class,
@@ -257,6 +364,7 @@ class Experiment:
             keep_going=keep_going,
             progress=progress,
             failed_before=failed_before,
+            log_interval=log_interval,
         )
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:
@@ -287,8 +395,7 @@ class Experiment:
 
         A rerun of a known tree reads experiment.json once and writes nothing.
         """
-        root = self.root if isinstance(self.root, ExperimentStatePromise) else None
-        roots = [root.sha()] if root is not None else []
+        roots = list(self._spawned)
         if self.store.exists():
             stored = self.store.read_meta()
             self._check_state_class(stored)
@@ -311,14 +418,30 @@ class Experiment:
         if self.stand_in:
             return
         stored_path = stored.state_class
-        if stored_path.partition(":")[2] != self.state_class.__qualname__:
+        name = stored_path.partition(":")[2]
+        if name == self.state_class.__qualname__:
+            return
+        if not self._class_given:
+            if not self._spawned:
+                # Growing stored states only: they are of the stored class, as in restore().
+                self.state_class, self.stand_in = _stored_class(stored_path)
+                return
             raise StateClassMismatchError(
-                f"`{self.store.location}` holds states of class `{stored_path}`, but this "
-                f"Experiment was given `{class_path(self.state_class)}`. Pass state_class="
-                f"{stored_path.partition(':')[2]}, or use another directory for this one.",
+                f"`{self.store.location}` holds states of class `{stored_path}`, and this "
+                "Experiment was given no state_class, so the roots it spawned are plain "
+                f"dagger.ExperimentState. Pass state_class={name} (the class itself) to "
+                "Experiment(...), or grow the stored tree from dagger.Experiment.restore("
+                "directory).",
                 stored=stored_path,
-                given=class_path(self.state_class),
+                given=None,
             )
+        raise StateClassMismatchError(
+            f"`{self.store.location}` holds states of class `{stored_path}`, but this "
+            f"Experiment was given `{class_path(self.state_class)}`. Pass state_class="
+            f"{name}, or use another directory for this one.",
+            stored=stored_path,
+            given=class_path(self.state_class),
+        )
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -338,9 +461,10 @@ class Experiment:
     def load_root(self, start: str | None = None) -> ExperimentState | None:
         """The root of the tree holding state ``start``, fully loaded (a fresh object)."""
         if start is None:
-            if self.root is None:
+            root = self.root
+            if root is None:
                 return None
-            start = self.root.sha()
+            start = root.sha()
         return loading.load_root(self.store, start, self.state_class, owner=self)
 
     # -- restoring -----------------------------------------------------------------------------
@@ -353,6 +477,7 @@ class Experiment:
         *,
         durability: str = "safe",
         blob_threshold: int = DEFAULT_THRESHOLD,
+        slim: bool = True,
     ) -> Experiment:
         """Reload a stored experiment in slim form: records only, no payload is read.
 
@@ -362,6 +487,9 @@ class Experiment:
                 it cannot be imported (it was defined in a script or notebook, or its module
                 fails to import here), a stand-in is used for the slim states, with one
                 warning; a full load brings the real class back from the payload.
+            slim: False loads every state in full (as the original dagger's
+                ``restore(directory, slim=False)`` did): memory for all of them at once.
+                A state that failed, or whose files are damaged, stays slim.
 
         Returns:
             An Experiment whose ``graph`` is the StaticExperimentTree of the stored states.
@@ -374,7 +502,7 @@ class Experiment:
         """
         experiment = cls(
             directory,
-            state_class or ExperimentState,
+            state_class,
             durability=durability,
             blob_threshold=blob_threshold,
         )
@@ -386,9 +514,25 @@ class Experiment:
         experiment.graph = StaticExperimentTree.from_store(
             experiment, experiment.state_class, experiment.store, experiment.store.slim_entries()
         )
-        if len(experiment.graph.roots) == 1:
-            experiment.root = experiment.graph.roots[0]
+        if not slim:
+            for state in experiment.graph.nodes:
+                if state.dagger.status is not Status.FAILED:
+                    state.restore()
         return experiment
+
+
+def _root_sha(root: Any) -> str:
+    return str(root.sha() or "")
+
+
+def _describe_root(root: Any) -> str:
+    """``3fa2c1d4e5f6 (seed=0)``: a root's short id and its identity arguments."""
+    if isinstance(root, ExperimentStatePromise):
+        arguments = root.arguments or {}
+    else:
+        arguments = dict(root.dagger.properties)
+    shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    return f"{_root_sha(root)[:12]}" + (f" ({shown})" if shown else "")
 
 
 def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:

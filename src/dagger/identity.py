@@ -50,15 +50,36 @@ def recipe_code_identity(recipe_class: type, base: type) -> str:
 
 def function_code_identity(op: Any, name: str) -> str:
     """Identity of a Function's analysis: its callable's name and code (partial arguments
-    included); for a callable object, its class and the code of its ``__call__``."""
+    included); for a callable object, its class, the code of its ``__call__`` and its public
+    attributes (``Scale(7)`` and ``Scale(11)`` are different analyses); for a bound method,
+    the method's code and the public attributes of the object it is bound to.
+
+    Raises:
+        HashingError: An attribute of a callable object cannot be hashed.
+    """
+    bound: dict[str, Any] = {}
     if isinstance(op, types.MethodType):
+        if not isinstance(op.__self__, type):
+            bound = _public_attributes(op.__self__)
         op = op.__func__
     described: Any
     if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
         described, code = op, function_fingerprint(op)
     else:
         described, code = type(op), function_fingerprint(type(op).__call__)
+        bound = _public_attributes(op)
+    if bound:
+        return digest("function", described, code, bound, what=f"Function `{name}`")
     return digest("function", described, code, what=f"Function `{name}`")
+
+
+def _public_attributes(obj: Any) -> dict[str, Any]:
+    """The public instance attributes of ``obj`` (as for a recipe without PROPERTIES)."""
+    try:
+        attributes = vars(obj)
+    except TypeError:  # no __dict__ (slots, builtins)
+        return {}
+    return {key: value for key, value in attributes.items() if not key.startswith("_")}
 
 
 def root_id(state_class: type, identity_arguments: Mapping[str, Any]) -> str:

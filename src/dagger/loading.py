@@ -17,9 +17,52 @@ from .record import Notes, StateRecord, Status
 from .state import ExperimentState, adopt, apply_record
 from .store import Results, Store
 
-__all__ = ["StoreOwner", "load_root", "load_state", "new_root", "slim_state"]
+__all__ = [
+    "StoreOwner",
+    "check_constructible",
+    "load_root",
+    "load_state",
+    "new_root",
+    "slim_state",
+]
 
 logger = logging.getLogger("dagger")
+
+
+def _init_keywords(state_class: type[ExperimentState]) -> dict[str, Any] | None:
+    """The keywords dagger passes to the state class's ``__init__`` (None: its signature is
+    unknown, and it is called without arguments)."""
+    try:
+        parameters = inspect.signature(state_class.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    names = list(parameters)[1:]
+    takes_keywords = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if takes_keywords or ("parent_sha" in names and "experiment_object" in names):
+        return {"parent_sha": None, "experiment_object": None}
+    return {}
+
+
+def check_constructible(state_class: type[ExperimentState]) -> None:
+    """Raise ExperimentDefinitionError if dagger cannot call the state class's ``__init__``
+    the way it builds roots (checked where the Experiment is defined, not when a root runs).
+    """
+    keywords = _init_keywords(state_class)
+    if keywords is None:
+        return
+    try:
+        inspect.signature(state_class).bind(**keywords)
+    except TypeError as error:
+        name = state_class.__name__
+        raise ExperimentDefinitionError(
+            f"dagger cannot build states of {name}: its __init__"
+            f"{inspect.signature(state_class)} cannot be called as {name}(parent_sha=None, "
+            f"experiment_object=<the Experiment>), the way dagger (like the original dagger) "
+            f"builds a root ({error}). Declare it as `def __init__(self, parent_sha=None, "
+            "experiment_object=None)` calling `super().__init__(parent_sha, "
+            "experiment_object)`, or set the state up in initialize_state(**arguments).",
+            state_class=name,
+        ) from None
 
 
 def _construct(state_class: type[ExperimentState], owner: Any) -> ExperimentState:
@@ -27,17 +70,13 @@ def _construct(state_class: type[ExperimentState], owner: Any) -> ExperimentStat
 
     The original dagger built states as ``state_class(parent_sha=..., experiment_object=...)``
     and user classes that define ``__init__(self, parent_sha, experiment_object)`` rely on
-    it; a class whose ``__init__`` takes no arguments gets none.
+    it; a class whose ``__init__`` takes no arguments gets none. Only roots are constructed:
+    a child starts as a copy of its parent, so ``__init__`` does not run for it.
     """
-    try:
-        parameters = inspect.signature(state_class.__init__).parameters
-    except (TypeError, ValueError):
+    keywords = _init_keywords(state_class)
+    if not keywords:
         return state_class()
-    names = list(parameters)[1:]
-    takes_keywords = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    if takes_keywords or ("parent_sha" in names and "experiment_object" in names):
-        return state_class(parent_sha=None, experiment_object=owner)
-    return state_class()
+    return state_class(parent_sha=None, experiment_object=owner)
 
 
 def new_root(

@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._names import display
 from .errors import ColumnNotFoundError, InvalidQueryError
-from .record import Status
+from .record import Status, jsonable
 from .state import ExperimentState
 from .store import Results
 
@@ -67,8 +68,11 @@ class NodeSet(list[ExperimentState]):
     def where(self, **conditions: Any) -> NodeSet:
         """States whose recipe parameters or properties equal the given values.
 
-        A value may also be a predicate: ``where(amount=lambda a: a > 0.5)``. A name that no
-        state has raises KeyError with the names that exist.
+        A value may also be a predicate: ``where(amount=lambda a: a > 0.5)``. A value is
+        compared the way records keep it (:func:`dagger.record.jsonable`), so
+        ``where(dtype=torch.float16)``, a ``Path`` or an enum find what they were recorded as.
+        A name that no state has raises KeyError with the names that exist; a value that no
+        state has logs a warning with the values that exist.
         """
         known: set[str] = set()
         for node in self:
@@ -84,19 +88,39 @@ class NodeSet(list[ExperimentState]):
                 name=unknown[0],
             )
 
+        recorded = {
+            name: wanted if callable(wanted) else jsonable(wanted)
+            for name, wanted in conditions.items()
+        }
+
         def matches(node: ExperimentState) -> bool:
-            for name, wanted in conditions.items():
+            for name, wanted in recorded.items():
                 value = _param(node, name)
                 if value is _MISSING:
                     return False
                 if callable(wanted):
                     if not wanted(value):
                         return False
-                elif value != wanted:
+                elif value != wanted and value != conditions[name]:
                     return False
             return True
 
-        return NodeSet(node for node in self if matches(node))
+        found = NodeSet(node for node in self if matches(node))
+        if self and not found:
+            for name, wanted in recorded.items():
+                if callable(wanted):
+                    continue
+                values = {_shown(_param(node, name)) for node in self} - {_shown(_MISSING)}
+                if _shown(wanted) not in values:
+                    logger.warning(
+                        "No state here has %s=%s (recorded as %r). Values of %s: %s.",
+                        name,
+                        display(conditions[name]),
+                        wanted,
+                        name,
+                        ", ".join(sorted(values)[:10]) or "none",
+                    )
+        return found
 
     def of_recipe(self, recipe: type | str) -> NodeSet:
         """States produced by a recipe class (or a class name)."""
@@ -231,6 +255,10 @@ def _check_nodeset(other: Any) -> None:
             f"A NodeSet composes with another NodeSet; got {type(other).__name__}.",
             value_type=type(other).__name__,
         )
+
+
+def _shown(value: Any) -> str:
+    return "?" if value is _MISSING else repr(value)
 
 
 def _param(node: ExperimentState, name: str) -> Any:

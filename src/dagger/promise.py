@@ -4,18 +4,41 @@ A promise is its parent promise, the recipe applied to it (a snapshot taken when
 applied), and the tags active when it was defined. Building promises touches no disk and runs
 nothing; :meth:`sha` hashes how the state will be produced, :meth:`get` computes (or loads)
 just this state and the ones on its path.
+
+Reading an attribute the promise itself does not have (``exp.root.model``, as code written for
+the original dagger does right after ``spawn_new_tree``) realises the promise once, the way
+:meth:`ExperimentStatePromise.get` does, logs one line, keeps the state and forwards the
+attribute to it. Names starting with ``_`` never realise anything (IPython, ``copy`` and
+``pickle`` probe those).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from ._names import short_id
 from .recipe import Function, Growable, Recipe, child_sha
 from .record import RecipeInfo
 from .state import ExperimentState
 
-__all__ = ["ExperimentStatePromise", "TreeBuilder"]
+__all__ = ["ExperimentStatePromise", "TreeBuilder", "warn_scheduler"]
+
+logger = logging.getLogger("dagger")
+
+
+def warn_scheduler(scheduler: Any, stacklevel: int = 3) -> None:
+    """Warn that the original dagger's ``scheduler=`` argument is ignored (if it was given)."""
+    if scheduler is not None:
+        warnings.warn(
+            f"scheduler={scheduler!r} is ignored: dagger no longer builds dask graphs. Pass "
+            "executor=... to run() to compute independent branches in parallel (a "
+            "ProcessPoolExecutor, a dask.distributed Client, a submitit executor).",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
 
 
 class TreeBuilder(Protocol):
@@ -46,6 +69,10 @@ class ExperimentStatePromise(Growable):
         functions: Functions to run on the state once it exists.
         stored: Whether the promise stands for an already stored state (grown again after a
             restore), whose recipe this process does not know.
+
+    Any other public attribute is read from the state the promise stands for: the first such
+    read computes (or loads) it like :meth:`get`, logs one INFO line naming its id, and keeps
+    the state on the promise for later reads.
     """
 
     def __init__(
@@ -69,6 +96,7 @@ class ExperimentStatePromise(Growable):
         self._identity: tuple[str, str, dict[str, Any]] | None = None
         self._info: RecipeInfo | None = None
         self.stored = known_sha is not None
+        self._realised: ExperimentState | None = None
 
     @property
     def experiment_object(self) -> TreeBuilder:
@@ -78,6 +106,15 @@ class ExperimentStatePromise(Growable):
     @property
     def is_root(self) -> bool:
         return self.parent is None and self.recipe is None and not self.stored
+
+    @property
+    def root(self) -> ExperimentStatePromise:
+        """The promise at the top of this one's path: its tree's root (or the stored state it
+        was grown from). Reading an attribute of it realises that root."""
+        cursor = self
+        while cursor.parent is not None:
+            cursor = cursor.parent
+        return cursor
 
     def sha(self) -> str:
         """The id the state will have (computed once, from identities only; no disk access).
@@ -112,9 +149,46 @@ class ExperimentStatePromise(Growable):
         self.experiment.add_function(self, function)
         return self
 
-    def get(self) -> ExperimentState:
-        """Compute (or load) this state and only what lies on its path; return it fully loaded."""
+    def get(self, scheduler: Any = None) -> ExperimentState:
+        """Compute (or load) this state and only what lies on its path; return it fully loaded.
+
+        Args:
+            scheduler: The original dagger's dask scheduler: accepted and ignored, with a
+                DeprecationWarning (there is no dask graph any more).
+
+        Raises:
+            RunError: The state (or one on its path) failed; its ``__cause__`` is the
+                recipe's exception.
+        """
+        warn_scheduler(scheduler)
         return self.experiment.get(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names the promise itself lacks: the realised state's attributes.
+        if name.startswith("_") or "experiment" not in self.__dict__:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        state = self._realise(name)
+        try:
+            return getattr(state, name)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(state).__name__} {short_id(state.sha())} (read through its promise) has "
+                f"no attribute '{name}'."
+            ) from None
+
+    def _realise(self, wanted: str) -> ExperimentState:
+        """The state this promise stands for, computed or loaded once and kept."""
+        if self._realised is None:
+            state = self.experiment.get(self)
+            self._realised = state
+            logger.info(
+                "Reading `%s` of %s: %s state %s.",
+                wanted,
+                "the root" if self.is_root else repr(self.recipe) if self.recipe else "a state",
+                "loaded stored" if state.from_cache else "computed and stored",
+                short_id(self.sha()),
+            )
+        return self._realised
 
     def __repr__(self) -> str:
         what = "root" if self.is_root else repr(self.recipe) if self.recipe else "stored"

@@ -9,9 +9,11 @@ snapshot of it, so changing the recipe object afterwards changes neither the id 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Any, ClassVar
 
+from ._names import display
 from .errors import ExperimentDefinitionError
 from .hashing import register
 from .identity import child_id, function_code_identity, recipe_code_identity
@@ -145,7 +147,7 @@ class Recipe:
 
     def __repr__(self) -> str:
         try:
-            params = ", ".join(f"{k}={v!r}" for k, v in self.properties().items())
+            params = ", ".join(f"{k}={display(v)}" for k, v in self.properties().items())
         except ExperimentDefinitionError:
             params = "?"
         return f"{type(self).__name__}({params})"
@@ -180,12 +182,19 @@ class Function:
     result under ``name`` (default: the function's name). The result is reused until the state
     or the function's code changes. Returns the promise it was applied to.
 
+    An anonymous analysis (a lambda, a ``functools.partial``, a callable object) is named after
+    what it is and a digest of its code identity: ``lambda_3fa2c1d4``, ``scaled_9b0e77aa``,
+    ``Scale_51c2d0e8``. The name is the same in every process that defines the same code, so
+    several lambdas on one state give several results, and a rerun finds them stored.
+
     Args:
         op: ``op(state) -> result``; it must not modify the state.
-        name: The name of the result (default: ``op.__name__``).
+        name: The name of the result (default: ``op.__name__``, or the automatic name above).
 
     Raises:
         ExperimentDefinitionError: ``op`` is not callable.
+        HashingError: ``op`` is a callable object with an attribute that cannot be hashed
+            (pass ``name=`` and a plain function instead, or register an encoder).
     """
 
     def __init__(self, op: Any, name: str | None = None) -> None:
@@ -195,8 +204,11 @@ class Function:
                 value_type=type(op).__name__,
             )
         self.op = op
-        default = getattr(op, "__name__", type(op).__name__)
-        self.name = name or ("lambda" if default == "<lambda>" else default)
+        base, anonymous = _base_name(op)
+        self.name = name or base
+        if name is None and anonymous:
+            # code_identity reads self.name (for its messages): set the base first.
+            self.name = f"{base}_{self.code_identity()[:8]}"
 
     def __call__(self, target: Any) -> Any:
         """Run this analysis on ``target``'s state (a promise or a restored state) during the
@@ -211,6 +223,22 @@ class Function:
 
     def __repr__(self) -> str:
         return f"Function({self.name})"
+
+
+def _base_name(op: Any) -> tuple[str, bool]:
+    """What to call a Function's result, and whether that name alone is ambiguous (a lambda,
+    a partial or a callable object: many different analyses share it)."""
+    if isinstance(op, functools.partial):
+        inner = op.func
+        while isinstance(inner, functools.partial):
+            inner = inner.func
+        return _base_name(inner)[0], True
+    name = getattr(op, "__name__", None)
+    if not isinstance(name, str):
+        return type(op).__name__, True
+    if name == "<lambda>":
+        return "lambda", True
+    return name, False
 
 
 # Decorator style: ``@dagger.function`` turns an analysis into a Function.

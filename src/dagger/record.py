@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._names import display
+
 __all__ = [
     "FORMAT_VERSION",
     "ErrorInfo",
@@ -83,15 +85,19 @@ def loads(data: bytes | str) -> Any:
 
 
 def now() -> str:
-    """The current UTC time as an ISO 8601 string to the second (how records stamp times)."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    """The current UTC time as an ISO 8601 string to the microsecond (how records stamp
+    times). To the microsecond because a restored tree lists states in creation order: states
+    computed within one second must keep the order they were computed in (depth-first, in
+    definition order), not fall back to the order of their ids."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def jsonable(value: Any) -> Any:
     """A JSON-safe view of a value for display and queries (never for identity).
 
     Plain JSON values pass through; tuples become lists; numpy scalars become the Python
-    number they hold; non-finite floats and anything else become their repr.
+    number they hold; non-finite floats and anything else become their
+    :func:`~dagger._names.display` text (functions and classes by name, no memory address).
     """
     if value is None or isinstance(value, bool | int | str):
         return value if type(value) in (bool, int, str) or value is None else _builtin(value)
@@ -99,15 +105,18 @@ def jsonable(value: Any) -> Any:
         return float(value) if math.isfinite(value) else repr(float(value))
     if isinstance(value, list | tuple):
         return [jsonable(item) for item in value]
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str) else display(key): jsonable(item)
+            for key, item in value.items()
+        }
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == () and type(value).__module__ == "numpy":
         try:
             return jsonable(item())
         except (TypeError, ValueError):
             pass
-    return repr(value)
+    return display(value)
 
 
 def _builtin(value: Any) -> Any:

@@ -6,8 +6,10 @@ Given a plan (:mod:`dagger.plan`) and a store, the runner walks it depth-first:
 * a state is loaded or kept in memory only while some descendant must be computed from it or a
   Function must run on it; the last child computed from a parent takes the parent object
   itself, earlier ones get a copy, so memory holds the states of one root-to-leaf path;
-* a recipe that raises is recorded as a failure (error and traceback), its subtree is skipped,
-  and the rest of the tree still runs; :class:`~dagger.errors.RunError` lists the failures;
+* a recipe that raises is recorded as a failure (the first cause of its exception, and the
+  whole traceback), its subtree is skipped, and the rest of the tree still runs; at the end
+  each failure is logged with a shortened traceback and :class:`~dagger.errors.RunError` lists
+  them, states and Functions counted apart;
 * every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
 * a per-state lock keeps two processes from computing one state: the second waits, then
   finds the record and uses it.
@@ -19,7 +21,9 @@ states call back (``experiment_object``). Running on an executor is :mod:`dagger
 from __future__ import annotations
 
 import logging
-import sys
+import os
+import pickle
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -32,12 +36,13 @@ from ._version import __version__
 from .errors import DaggerError, RecipeResultError, RunError
 from .loading import load_state, new_root
 from .plan import PlanNode, count
+from .progress import DEFAULT_INTERVAL, Progress, progress_mode
 from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
 from .state import ExperimentState, adopt
 from .store import Results, Store
 from .store.payload import clear_transient, copy_payload
 
-__all__ = ["Failure", "RunReport", "Runner"]
+__all__ = ["Failure", "RunReport", "Runner", "first_cause", "shorten_traceback"]
 
 logger = logging.getLogger("dagger")
 
@@ -49,12 +54,14 @@ class Failure:
     Attributes:
         state_id: The failed state's id.
         recipe: The recipe that was computing it (``root`` for a root).
-        error_type: The exception's type name.
-        message: The exception's message.
-        traceback: The formatted traceback.
+        error_type: The type name of the failure's first cause (:func:`first_cause`).
+        message: That first cause's message.
+        traceback: The whole formatted traceback, every exception of the chain.
         function: The Function's name if a Function failed (the state itself is stored).
-        exception: The exception itself, in the process that ran the recipe (not sent back
-            from workers).
+        exception: The exception the recipe raised. From a worker process it comes back
+            pickled (without its traceback, which :attr:`traceback` keeps); None when it
+            cannot cross processes.
+        raised: ``Type: message`` of the exception as raised, when it is not the first cause.
     """
 
     state_id: str
@@ -64,18 +71,140 @@ class Failure:
     traceback: str
     function: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    raised: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        error: BaseException,
+        *,
+        state_id: str,
+        recipe: str,
+        function: str | None = None,
+        message: str | None = None,
+    ) -> Failure:
+        """The failure of ``error`` (being handled now, or with its own traceback)."""
+        cause = first_cause(error)
+        return cls(
+            state_id=state_id,
+            recipe=recipe,
+            error_type=type(cause).__name__,
+            message=message if message is not None else str(cause),
+            traceback="".join(traceback.format_exception(error)),
+            function=function,
+            exception=error,
+            raised=None if cause is error else f"{type(error).__name__}: {error}",
+        )
 
     def __str__(self) -> str:
         what = f"Function `{self.function}` on " if self.function else ""
-        return f"{what}{self.state_id[:12]} {self.recipe}: {self.error_type}: {self.message}"
+        text = f"{what}{self.state_id[:12]} {self.recipe}: {self.error_type}: {self.message}"
+        if self.raised:
+            text += f" (raised as {self.raised.splitlines()[0] if self.raised else ''})"
+        return text
 
     def error_info(self) -> ErrorInfo:
         return ErrorInfo(self.error_type, self.message, self.traceback)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The exception object may not pickle (and need not cross processes): its type,
-        # message and traceback do.
-        return {**self.__dict__, "exception": None}
+        # The exception crosses processes as bytes, unpickled on arrival only if that works
+        # there: an exception that does not pickle (or whose class cannot be rebuilt) must
+        # not lose the rest of the worker's report.
+        return {**self.__dict__, "exception": _exception_bytes(self.exception)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        data = state.get("exception")
+        state["exception"] = _exception_from(data) if isinstance(data, bytes) else data
+        self.__dict__.update(state)
+
+
+def first_cause(error: BaseException) -> BaseException:
+    """What a failure records as its cause: the exception itself, unless it is a
+    :class:`~dagger.errors.RunError` (a recipe that got a state with ``promise.get()`` or read
+    an attribute of a promise whose computation failed), whose own cause is the first one.
+
+    Exceptions the user chained (``raise ... from ...``) are kept as raised: the chain is in
+    the stored traceback.
+    """
+    seen = {id(error)}
+    while isinstance(error, RunError) and error.__cause__ is not None:
+        if id(error.__cause__) in seen:
+            break
+        error = error.__cause__
+        seen.add(id(error))
+    return error
+
+
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in ')
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def shorten_traceback(text: str, frames: int = 4) -> str:
+    """A formatted traceback cut for a summary: its last exception only, without dagger's own
+    frames, at most ``frames`` frames (the innermost), and the exception's first lines.
+
+    Args:
+        text: A traceback as ``traceback.format_exception`` writes it (chained ones too).
+        frames: How many frames to keep.
+
+    Returns:
+        The shortened text (the full one stays on disk with the failure).
+    """
+    chained = re.split(
+        r"\n\n(?:The above exception was the direct cause of the following exception:"
+        r"|During handling of the above exception, another exception occurred:)\n\n",
+        text.strip("\n"),
+    )
+    last = chained[-1].splitlines()
+    kept: list[list[str]] = []
+    tail: list[str] = []
+    index = 0
+    while index < len(last):
+        line = last[index]
+        match = _FRAME.match(line)
+        if match:
+            block = [line]
+            index += 1
+            while index < len(last) and last[index].startswith("    "):
+                block.append(last[index])
+                index += 1
+            if not os.path.abspath(match.group("file")).startswith(_PACKAGE + os.sep):
+                kept.append(block)
+            continue
+        if line.startswith("Traceback") or not line.strip():
+            index += 1
+            continue
+        tail = last[index:]
+        break
+    lines = [line for block in kept[-frames:] for line in block]
+    omitted = len(kept) - min(len(kept), frames)
+    head = [f"  ... {omitted} more frame(s)"] if omitted else []
+    more = len(tail) - 5
+    tail = tail[:5] + ([f"  ... {more} more line(s)"] if more > 0 else [])
+    chain = []
+    if len(chained) > 1:
+        chain = [f"  (after {len(chained) - 1} earlier exception(s) in the chain)"]
+    return "\n".join(chain + head + lines + tail)
+
+
+def _exception_bytes(error: BaseException | None) -> bytes | None:
+    if error is None:
+        return None
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)  # an exception class whose __init__ does not match its args fails here
+    except Exception:
+        return None
+    return data
+
+
+def _exception_from(data: bytes) -> BaseException | None:
+    try:
+        error = pickle.loads(data)
+    except Exception:
+        return None
+    return error if isinstance(error, BaseException) else None
 
 
 @dataclass
@@ -86,9 +215,14 @@ class RunReport:
         computed: States computed and stored by this run.
         cached: States of the tree that were already stored (or that another process stored
             while this run waited for them).
-        failed: States whose recipe raised (their subtrees were skipped).
+        failed: States whose recipe raised, or whose worker process died (their subtrees
+            were skipped).
         skipped: States not attempted because an ancestor failed.
         functions: Function results computed by this run.
+        function_failures: Functions that raised (their states are stored; each failure is
+            in :attr:`failures` and recorded with the state).
+        not_attempted: States not attempted because the executor broke under another branch
+            and could not be replaced (never counted as failed: run again).
         seconds: Wall time of the run.
         failures: One entry per failed state or Function.
         computed_ids: Ids of the states computed by this run, in order.
@@ -102,13 +236,19 @@ class RunReport:
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
     computed_ids: list[str] = field(default_factory=list)
+    function_failures: int = 0
+    not_attempted: int = 0
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.computed} computed, {self.cached} cached, {self.failed} failed, "
-            f"{self.skipped} skipped, {self.functions} function results in "
-            f"{self.seconds:.2f} s"
+            f"{self.skipped} skipped, {self.functions} function results"
         )
+        if self.function_failures:
+            text += f", {self.function_failures} function(s) failed"
+        if self.not_attempted:
+            text += f", {self.not_attempted} not attempted"
+        return text + f" in {self.seconds:.2f} s"
 
 
 class Stop(Exception):
@@ -164,8 +304,10 @@ class Runner:
         owner: What the states call back (``state.experiment_object``): the Experiment.
         keep_going: Run the rest of the tree after a failure (default); False stops at the
             first failure.
-        progress: Show a tqdm bar: True, False, or None for "when stderr is a terminal".
+        progress: A tqdm bar (True), log lines (``"log"``), nothing (False), or None: a bar
+            when stderr is a terminal, log lines otherwise (:mod:`dagger.progress`).
         failed_before: Ids of the plan's states that failed in an earlier run.
+        log_interval: Seconds between two summaries in the log.
     """
 
     def __init__(
@@ -175,20 +317,24 @@ class Runner:
         owner: Any,
         *,
         keep_going: bool = True,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         failed_before: set[str] | None = None,
+        log_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.store = store
         self.state_class = state_class
         self.owner = owner
         self.keep_going = keep_going
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.mode = progress_mode(progress)
+        self.log_interval = log_interval
         self.report = RunReport()
         self.held: dict[str, Held] = {}
         self.kept: dict[str, ExperimentState] = {}
         self.saved: set[str] = set()
         self.failed_before = failed_before or set()
-        self.bar: Any = None
+        self.progress = Progress(None, 0, self._counts)
+        #: (id, recipe, seconds) of each state this runner computed, for a coordinator's log.
+        self.computed_lines: list[tuple[str, str, float]] = []
 
     # -- the run as a whole ----------------------------------------------------------------------
 
@@ -206,7 +352,9 @@ class Runner:
         self.report.cached = count(roots, lambda node: int(node.stored), all=True)
         to_compute = count(roots, lambda node: int(not node.stored), all=False)
         functions = count(roots, lambda node: len(node.pending), all=False)
-        self._open_bar(to_compute + functions)
+        self.progress = Progress(self.mode, to_compute + functions, self._counts, self.log_interval)
+        self.progress.open()
+        finished = False
         try:
             with self.store.batch():
                 if strategy is None:
@@ -215,28 +363,73 @@ class Runner:
                             self.walk(root)
                 else:
                     strategy(self, roots)
+            finished = True
         except Stop:
-            pass
+            finished = True
         finally:
-            self._close_bar()
             self.report.seconds = time.perf_counter() - started
+            self.progress.close(self.report if finished else None)
         if self.report.failures:
-            failures = self.report.failures
-            lines = "\n".join(f"  - {failure}" for failure in failures)
+            self._log_failures()
             raise RunError(
-                f"{len(failures)} failure(s) during the run ({self.report}):\n{lines}\n"
-                "Each failed state's error and traceback are stored in "
-                "states/<id>.failed.json; the healthy branches were run and stored. Fix the "
-                "cause and run again: only what is missing is computed.",
-                failures=failures,
-                report=self.report,
-            ) from failures[0].exception
+                self._failure_message(), failures=self.report.failures, report=self.report
+            ) from self.report.failures[0].exception
         return self.report
 
+    def _counts(self) -> tuple[int, int, int, int]:
+        report = self.report
+        return report.computed, report.failed, report.functions, report.function_failures
+
     def tick(self, amount: int = 1) -> None:
-        """Advance the progress bar (if there is one)."""
-        if self.bar is not None:
-            self.bar.update(amount)
+        """Advance the progress display (if there is one)."""
+        self.progress.tick(amount)
+
+    # -- the report of failures --------------------------------------------------------------------
+
+    def _log_failures(self) -> None:
+        """Print each failure with a shortened traceback (the full one is stored)."""
+        failures = self.report.failures
+        for number, failure in enumerate(failures, start=1):
+            logger.error(
+                "failure %d of %d: %s\n%s",
+                number,
+                len(failures),
+                failure,
+                shorten_traceback(failure.traceback),
+            )
+
+    def _failure_message(self) -> str:
+        report = self.report
+        failures = report.failures
+        lines = "\n".join(f"  - {failure}" for failure in failures)
+        parts = []
+        if report.failed:
+            parts.append(
+                f"{report.failed} state(s) failed (their {report.skipped} descendant(s) were "
+                "skipped)"
+            )
+        if report.function_failures:
+            parts.append(
+                f"{report.function_failures} Function(s) failed (their states are stored; each "
+                "error is recorded with its state's results)"
+            )
+        if report.not_attempted:
+            parts.append(
+                f"{report.not_attempted} state(s) were not attempted (their executor broke "
+                "under another branch)"
+            )
+        directory = getattr(self.store, "directory", None)
+        where = (
+            f"`dagger failures {directory}` prints them, "
+            if directory is not None and self.store.exists()
+            else ""
+        )
+        return (
+            f"{len(failures)} failure(s) during the run ({report}):\n{lines}\n"
+            f"{'; '.join(parts)}. The healthy branches were run and stored. Full tracebacks "
+            f"are stored with each failure: {where}or read error.failures[i].traceback. Fix "
+            "the cause and run again: only what is missing is computed."
+        )
 
     # -- the walk ------------------------------------------------------------------------------
 
@@ -381,14 +574,7 @@ class Runner:
         except Failed:
             raise
         except Exception as error:
-            failure = Failure(
-                state_id=node.sha,
-                recipe=node.describe(),
-                error_type=type(error).__name__,
-                message=str(error),
-                traceback=traceback.format_exc(),
-                exception=error,
-            )
+            failure = Failure.of(error, state_id=node.sha, recipe=node.describe())
             self.store.write_failure(
                 StateRecord(
                     id=node.sha,
@@ -410,7 +596,10 @@ class Runner:
         self.saved.add(node.sha)
         self.report.computed += 1
         self.report.computed_ids.append(node.sha)
+        seconds = state.dagger.record.seconds or 0.0
+        self.computed_lines.append((node.sha, node.describe(), seconds))
         self.tick()
+        self.progress.computed(node.sha, node.describe(), seconds)
         return state
 
     def _adopt(self, state: ExperimentState, node: PlanNode, parent_id: str | None) -> None:
@@ -442,38 +631,22 @@ class Runner:
                 value = function.op(state)
                 entry = self.store.store_result(node.sha, name, value, code)
             except Exception as error:
-                failure = Failure(
-                    state_id=node.sha,
-                    recipe=node.describe(),
-                    error_type=type(error).__name__,
-                    message=str(error),
-                    traceback=traceback.format_exc(),
-                    function=name,
-                    exception=error,
+                failure = Failure.of(
+                    error, state_id=node.sha, recipe=node.describe(), function=name
                 )
                 entry = ResultEntry(code=code, error=failure.error_info())
                 self.report.failures.append(failure)
+                self.report.function_failures += 1
                 logger.error("Function %s on %s failed: %s", name, short_id(node.sha), error)
             else:
                 self.report.functions += 1
-            results[name] = entry.with_timing(time.perf_counter() - started, now())
+            seconds = time.perf_counter() - started
+            results[name] = entry.with_timing(seconds, now())
             self.tick()
+            if not entry.failed:
+                self.progress.function(name, node.sha, seconds)
         notes = self.store.update_notes(node.sha, tags=node.new_tags, results=results)
         state.dagger.notes = notes
         state.dagger.results = Results(notes.results, self.store.load_result)
         if any(entry.failed for entry in results.values()) and not self.keep_going:
             raise Stop()
-
-    # -- progress ------------------------------------------------------------------------------
-
-    def _open_bar(self, total: int) -> None:
-        if not self.progress or total == 0:
-            return
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="dagger", unit="state", leave=False)
-
-    def _close_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

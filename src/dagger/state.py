@@ -9,7 +9,9 @@ children in a restored tree). The seed's documented names stay as they were: ``s
 ``root_state`` and the hook lists; they read through to ``state.dagger``.
 
 Those names, and the methods below, are reserved: setting one from user code raises
-:class:`~dagger.errors.ReservedAttributeError` at once, naming the alternative.
+:class:`~dagger.errors.ReservedAttributeError` at once, naming the alternative. Two of the
+original's names are defaults rather than reserved: ``directory`` (the experiment's folder) and
+``path``; a state that sets its own ``directory`` or ``path`` attribute keeps it.
 
 A *slim* state (``slim_loaded`` is True) holds only dagger's facts; :meth:`restore` loads the
 rest from the store, :meth:`deflate` drops it again, :meth:`lazy_load` does both around a block.
@@ -22,12 +24,14 @@ import inspect
 import logging
 import types
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ._names import short_id
 from .errors import (
     ExperimentDefinitionError,
     MissingPropertyError,
+    RemovedAPIError,
     ReservedAttributeError,
     StateUnavailableError,
 )
@@ -51,6 +55,7 @@ HOOKS = ("save_pre_hooks", "save_post_hooks", "load_post_hooks")
 
 # Where a state keeps its StateInfo (never pickled, never shown to the user's attributes).
 _INFO = "__dagger__"
+_NOTHING = object()
 
 
 class StateOwner(Protocol):
@@ -331,6 +336,92 @@ class ExperimentState:
             )
         return experiment.promise_of(self)
 
+    # -- the original dagger's file-level names --------------------------------------------------
+
+    @property
+    def directory(self) -> Any:
+        """The experiment's folder (an absolute Path; the working directory when the state
+        belongs to no experiment or to one kept in memory), as in the original dagger.
+
+        A state may set its own ``directory`` attribute (a data folder, say): that value is
+        then the state's, stored and loaded with it.
+        """
+        if "directory" in self.__dict__:
+            return self.__dict__["directory"]
+        experiment = _info(self).experiment
+        found = getattr(experiment, "directory", None)
+        return Path(found).absolute() if found is not None else Path(".").absolute()
+
+    @directory.setter
+    def directory(self, value: Any) -> None:
+        self.__dict__["directory"] = value
+
+    @directory.deleter
+    def directory(self) -> None:
+        if self.__dict__.pop("directory", _NOTHING) is _NOTHING:
+            raise AttributeError("directory")
+
+    @property
+    def path(self) -> Any:
+        """The original dagger's file of this state: there is none here (a state is a record,
+        a payload and shared blobs, and the store decides their layout).
+
+        A state may set its own ``path`` attribute (a data file, say): that value is then the
+        state's, stored and loaded with it.
+
+        Raises:
+            RemovedAPIError: The state has no ``path`` of its own; the message says what to
+                use instead.
+        """
+        if "path" in self.__dict__:
+            return self.__dict__["path"]
+        raise RemovedAPIError(
+            f"A state is not one file here, so {type(self).__name__} {short_id(self.sha())} has "
+            "no `path`: the store keeps its record, payload and blobs. Use state.directory for "
+            "the experiment's folder, state.dagger.status to know whether it is stored, "
+            "state.lazy_load() or exp.load_state(id) to load it, and `dagger verify DIR` to "
+            "check its files.",
+            name="path",
+        )
+
+    @path.setter
+    def path(self, value: Any) -> None:
+        self.__dict__["path"] = value
+
+    @path.deleter
+    def path(self) -> None:
+        if self.__dict__.pop("path", _NOTHING) is _NOTHING:
+            raise AttributeError("path")
+
+    def save(self) -> None:
+        """The original dagger's ``state.save()``: replaced by :meth:`dagger.Experiment.run`.
+
+        Raises:
+            RemovedAPIError: Always. A state's id says how it was produced, so saving a state
+                changed by hand under that id would store a lie; ``run()`` stores each state
+                its recipe computes.
+        """
+        raise RemovedAPIError(
+            "state.save() is gone: dagger stores a state when run() computes it, under an id "
+            "that says how it was produced, so a state changed by hand cannot be saved under "
+            "that id. Express the change as a Recipe, apply it (Recipe(...)(state)) and call "
+            "exp.run().",
+            name="save",
+        )
+
+    def new_state(self, recipe: Any = None) -> None:
+        """The original dagger's ``state.new_state(recipe)``: replaced by applying the recipe.
+
+        Raises:
+            RemovedAPIError: Always; the message says to apply the recipe and run().
+        """
+        raise RemovedAPIError(
+            "state.new_state(recipe) is gone: define the child by applying the recipe to the "
+            f"state ({type(recipe).__name__ if recipe is not None else 'Recipe'}(...)(state)), "
+            "which returns its promise, and call exp.run() to compute it.",
+            name="new_state",
+        )
+
     # -- slim and full -------------------------------------------------------------------------
 
     def restore(self) -> bool:
@@ -451,6 +542,9 @@ RESERVED: frozenset[str] = frozenset(
         "TRANSIENT_ATTRIBUTES",
         "initialize_state",
         *HOOKS,
+        # Defaults a state may override with its own value (a data folder, a file).
+        "directory",
+        "path",
     }
 )
 

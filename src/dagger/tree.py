@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._names import short_id
 from .errors import StateNotFoundError
 from .loading import slim_state
 from .nodeset import NodeSet
@@ -32,6 +33,12 @@ __all__ = ["Lineage", "LineageDiff", "StaticExperimentTree"]
 _MISSING = object()
 
 logger = logging.getLogger("dagger")
+
+
+def _creation_order(state: ExperimentState) -> tuple[str, str]:
+    """When a state was created (records stamp it to the microsecond), its id breaking ties:
+    a stable order, never the order of a directory listing or of a hash."""
+    return (state.dagger.created or "", state.sha() or "")
 
 
 def _step(state: ExperimentState) -> str:
@@ -98,7 +105,14 @@ class LineageDiff:
         for index, (left, right, differing) in enumerate(self.changes, start=1):
             if left is not None and right is not None and left.name == right.name:
                 what = ", ".join(f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items())
-                lines.append(f"step {index}: {left.name} differs in {what or 'code'}")
+                if what:
+                    lines.append(f"step {index}: {left.name} differs in {what}")
+                elif left.code != right.code:
+                    lines.append(f"step {index}: {left.name} differs in code")
+                else:
+                    # The same recipe with the same parameters and code: these states differ
+                    # only because the states they were computed from differ.
+                    lines.append(f"step {index}: the same {left} on both (after different steps)")
             else:
                 lines.append(f"step {index}: {left or '-'} vs {right or '-'}")
         return "\n".join(lines)
@@ -109,7 +123,8 @@ class StaticExperimentTree:
 
     Attributes:
         node_map: id -> slim state.
-        edge_map: id -> set of the ids of its children.
+        edge_map: id -> set of the ids of its children, with a key for every node (a leaf
+            maps to an empty set).
         toposort: depth -> set of the ids at that distance from the root.
     """
 
@@ -152,14 +167,17 @@ class StaticExperimentTree:
                 notes=entry.notes,
                 has_payload=entry.has_payload,
             )
-        edge_map: dict[str, set[str]] = defaultdict(set)
+        # A key for every node (a leaf maps to an empty set), as the original's edge_map had.
+        edge_map: dict[str, set[str]] = {sha: set() for sha in node_map}
         for sha, state in node_map.items():
             parent_id = state.dagger.parent_id
             parent = node_map.get(parent_id) if parent_id else None
             if parent is not None:
                 state.dagger.parent = parent
                 parent.dagger.children.append(state)
-                edge_map[parent_id or ""].add(sha)
+                edge_map[parent.sha() or ""].add(sha)
+        for state in node_map.values():
+            state.dagger.children.sort(key=_creation_order)
         toposort: dict[int, set[str]] = defaultdict(set)
         level = [s for s in node_map.values() if s.dagger.parent is None]
         depth = 0
@@ -177,16 +195,21 @@ class StaticExperimentTree:
 
     def _ordered(self, ids: Iterable[str]) -> NodeSet:
         states = [self.node_map[sha] for sha in ids]
-        states.sort(key=lambda s: (s.dagger.depth or 0, s.dagger.created or "", s.sha()))
+        states.sort(key=lambda state: (state.dagger.depth or 0, *_creation_order(state)))
         return NodeSet(states)
 
     @property
     def nodes(self) -> NodeSet:
-        """Every state, root first, then by depth and creation time."""
+        """Every state: roots first, then by depth; at one depth, in creation order (which,
+        for states one run computed, is the order they were defined in), then by id.
+
+        The order is the same in every process and every restore of the same store.
+        """
         return self._ordered(self.node_map)
 
     @property
     def roots(self) -> NodeSet:
+        """The roots (several in a forest: one per distinct root, e.g. one per seed)."""
         return self._ordered(self.toposort.get(0, ()))
 
     @property
@@ -198,9 +221,21 @@ class StaticExperimentTree:
         """
         roots = self.roots
         if len(roots) != 1:
+            listed = "; ".join(
+                f"{short_id(state.sha())}"
+                + "".join(f" {key}={value!r}" for key, value in state.dagger.properties.items())
+                for state in roots[:5]
+            )
+            more = f"; and {len(roots) - 5} more" if len(roots) > 5 else ""
             raise StateNotFoundError(
                 f"This experiment holds {len(roots)} roots, not one"
-                + (f" ({', '.join(roots.ids)}); use tree.roots." if roots else ".")
+                + (
+                    f" (a forest: {listed}{more}), so tree.root would be ambiguous. Use "
+                    "tree.roots, or state.root for the root of a given state."
+                    if roots
+                    else ": nothing is stored yet."
+                ),
+                roots=roots.ids,
             )
         return roots[0]
 
