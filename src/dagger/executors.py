@@ -91,6 +91,7 @@ def _task(runner: Runner, store_spec: dict[str, Any], chain: list[PlanNode]) -> 
         "store": store_spec,
         "state_class": runner.state_class,
         "keep_going": runner.keep_going,
+        "check_read_only": runner.check_read_only,
         "failed_before": sorted(sha for sha in runner.failed_before if sha in shas),
         "segment": to_wire(chain),
     }
@@ -135,6 +136,8 @@ def _merge(
     report.functions += outcome["functions"]
     report.cached += outcome["cached"]
     report.failures.extend(outcome["failures"])
+    report.mutated += len(outcome["mutations"])
+    report.mutations.extend(outcome["mutations"])
     runner.tick(len(outcome["computed"]) + outcome["failed"] + outcome["functions"])
     return bool(outcome["last_ok"])
 
@@ -166,6 +169,7 @@ def run_segment(spec_bytes: bytes) -> dict[str, Any]:
         keep_going=spec["keep_going"],
         progress=False,
         failed_before=set(spec["failed_before"]),
+        check_read_only=spec["check_read_only"],
     )
     parent, chain = from_wire(spec["segment"])
     held = None
@@ -189,5 +193,6 @@ def run_segment(spec_bytes: bytes) -> dict[str, Any]:
         "functions": runner.report.functions,
         "cached": runner.report.cached,
         "failures": runner.report.failures,
+        "mutations": runner.report.mutations,
         "last_ok": last_ok,
     }

@@ -15,15 +15,19 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
+from . import audit as auditing
 from . import loading, plan
 from ._names import class_path, import_class
 from ._version import __version__
+from .environment import capture_environment
 from .errors import ExperimentDefinitionError, StateClassMismatchError
 from .executors import dispatch
+from .plan_report import PlanReport
+from .preview import preview
 from .promise import ExperimentStatePromise
 from .recipe import Function, Recipe
 from .record import FORMAT_VERSION, ExperimentMeta, jsonable, now
@@ -211,13 +215,37 @@ class Experiment:
 
     # -- running -------------------------------------------------------------------------------
 
+    @overload
+    def run(
+        self,
+        *,
+        keep_going: bool = ...,
+        progress: bool | None = ...,
+        executor: Any = ...,
+        check_read_only: bool = ...,
+        dry_run: Literal[False] = ...,
+    ) -> RunReport: ...
+
+    @overload
+    def run(
+        self,
+        *,
+        keep_going: bool = ...,
+        progress: bool | None = ...,
+        executor: Any = ...,
+        check_read_only: bool = ...,
+        dry_run: Literal[True],
+    ) -> PlanReport: ...
+
     def run(
         self,
         *,
         keep_going: bool = True,
         progress: bool | None = None,
         executor: Any = None,
-    ) -> RunReport:
+        check_read_only: bool = True,
+        dry_run: bool = False,
+    ) -> RunReport | PlanReport:
         """Compute and store every state of the tree that is not stored yet, depth-first.
 
         Args:
@@ -229,27 +257,158 @@ class Experiment:
                 executor). Workers read parents from and write children to this
                 experiment's directory, which they must be able to reach. Default: compute
                 everything in this process.
+            check_read_only: Check that each Function leaves its state unchanged (content
+                digests before and after; see ``RunReport.mutations``). False skips the
+                check, for states so large that hashing them matters.
+            dry_run: Do nothing; return :meth:`plan`'s report of what the run would do.
 
         Returns:
-            A RunReport: computed, cached, failed, skipped, seconds.
+            A RunReport: computed, cached, failed, skipped, seconds, Functions that changed
+            their state (a PlanReport with ``dry_run=True``).
 
         Raises:
             RunError: Some recipes or functions failed; everything else was stored. Its
                 ``__cause__`` is the first failure's exception (in this process).
         """
+        if dry_run:
+            return self.plan()
+        self._check_roots()
+        roots = plan.build(self._roots)
+        self._prepare_store()
+        failed_before = plan.survey(roots, self.store)
+        runner = self._runner(keep_going, progress, failed_before, check_read_only)
+        strategy = None if executor is None else functools.partial(dispatch, executor=executor)
+        return runner.run(roots, strategy)
+
+    def _check_roots(self) -> None:
         if not self._roots:
             raise ExperimentDefinitionError(
                 "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
                 "grow it from state.to_promise())."
             )
-        roots = plan.build(self._roots)
-        self._prepare_store()
-        failed_before = plan.survey(roots, self.store)
-        runner = self._runner(keep_going, progress, failed_before)
-        strategy = None if executor is None else functools.partial(dispatch, executor=executor)
-        return runner.run(roots, strategy)
 
-    def _runner(self, keep_going: bool, progress: bool | None, failed_before: set[str]) -> Runner:
+    def plan(self) -> PlanReport:
+        """What :meth:`run` would do now, without doing any of it.
+
+        One row per state of the tree, in run order: ``compute``, ``stored``, ``failed
+        before`` (a run tries it again) or ``skipped`` (below a state that failed before), the
+        Functions a run would run on it, and, for the states a run computes, an estimated time:
+        the median recorded duration of the stored states of the same recipe class.
+        ``print(exp.plan())`` shows the table; ``.to_dataframe()`` gives it to pandas.
+
+        Nothing is written, no lock is taken, no state is computed or loaded: only the
+        experiment's folder listing and records are read.
+
+        Raises:
+            ExperimentDefinitionError: The tree has no root yet.
+            StateClassMismatchError: The folder holds states of another class.
+            HashingError: A recipe property or argument cannot be hashed.
+        """
+        self._check_roots()
+        roots = plan.build(self._roots)
+        if self.store.exists():
+            self._check_state_class(self.store.read_meta())
+        failed_before = plan.survey(roots, self.store, quarantine=False)
+        return preview(roots, failed_before, self.store, self.state_class)
+
+    def audit(
+        self,
+        states: Any = None,
+        *,
+        sample: int | None = 5,
+        rtol: float = 0.0,
+        atol: float = 0.0,
+        seed: int | None = None,
+        git_directory: str | os.PathLike[str] | None = None,
+    ) -> auditing.AuditReport:
+        """Check that stored states reproduce: recompute them and compare every attribute.
+
+        Each audited state is recomputed from its stored parent (a root from its
+        ``spawn_new_tree`` arguments) in a scratch area and compared with the stored state
+        attribute by attribute (tensors and arrays bitwise, or within ``rtol``/``atol``; other
+        values by their canonical encoding). Stored states are never replaced; the outcome
+        (``reproduced``, ``differs``, ``error``) is recorded in each state's notes, and tables
+        show it in an ``audit`` column. See :mod:`dagger.audit`.
+
+        The recipes are the ones this Experiment's tree was defined with; a state outside it
+        (an Experiment restored from a folder) has its recipe rebuilt from its record, which
+        needs the recipe's module importable here and today's code equal to the code that
+        computed the state.
+
+        Args:
+            states: What to audit: ids or unique id prefixes, states, promises, or a list or
+                NodeSet of them; all of them are audited. None (the default) draws ``sample``
+                stored states at random: from this Experiment's tree when it defined one, else
+                from the whole store.
+            sample: How many states to draw when ``states`` is None (None: all of them).
+            rtol: Relative tolerance: ``|stored - recomputed| <= atol + rtol * |recomputed|``
+                (0 with ``atol`` 0: bitwise).
+            atol: Absolute tolerance, in the values' units.
+            seed: Seed of the draw; None draws a seed, which the report shows so that the
+                same sample can be audited again.
+            git_directory: Where the user's git repository is, for the environment the report
+                shows (default: the folder of the running script).
+
+        Returns:
+            An AuditReport; ``print()`` it for the table and the differences, ``.ok`` is True
+            when every audited state reproduced.
+
+        Raises:
+            StateNotFoundError: An id or prefix matches no state of the store, or several.
+            InvalidArgumentError: ``sample`` or a tolerance is not valid.
+            NotAnExperimentError: Nothing was stored here yet.
+        """
+        meta = self.store.read_meta()
+        self._check_state_class(meta)
+        definitions = self._definitions()
+        found = self.store.survey()
+        if definitions:
+            candidates = [sha for sha in definitions if sha in found.stored]
+        elif self.graph is not None:
+            candidates = [node.sha() or "" for node in self.graph.nodes]
+            candidates = [sha for sha in candidates if sha in found.stored]
+        else:
+            candidates = sorted(found.stored)
+        chosen = None
+        if states is not None:
+            known = found.stored | found.failures | found.broken
+            chosen = auditing.resolve_ids(_ids_of(states), known)
+        return auditing.audit(
+            self.store,
+            self.state_class,
+            definitions=definitions,
+            candidates=candidates,
+            states=chosen,
+            sample=sample,
+            rtol=rtol,
+            atol=atol,
+            seed=seed,
+            environment=capture_environment(git_directory),
+            class_importable=not self.stand_in,
+        )
+
+    def _definitions(self) -> dict[str, auditing.Definition]:
+        """How this Experiment's tree makes each of its states, by id, in tree order."""
+        definitions: dict[str, auditing.Definition] = {}
+        stack = list(reversed(self._roots))
+        while stack:
+            promise = stack.pop()
+            sha = promise.sha()
+            if sha not in definitions:
+                if promise.is_root:
+                    definitions[sha] = auditing.Definition(None, arguments=promise.arguments)
+                elif promise.recipe is not None and promise.parent is not None:
+                    definitions[sha] = auditing.Definition(promise.parent.sha(), promise.recipe)
+            stack.extend(reversed(promise.children))
+        return definitions
+
+    def _runner(
+        self,
+        keep_going: bool,
+        progress: bool | None,
+        failed_before: set[str],
+        check_read_only: bool = True,
+    ) -> Runner:
         return Runner(
             self.store,
             self.state_class,
@@ -257,6 +416,7 @@ class Experiment:
             keep_going=keep_going,
             progress=progress,
             failed_before=failed_before,
+            check_read_only=check_read_only,
         )
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:
@@ -389,6 +549,29 @@ class Experiment:
         if len(experiment.graph.roots) == 1:
             experiment.root = experiment.graph.roots[0]
         return experiment
+
+
+def _ids_of(states: Any) -> list[str]:
+    """The ids (or prefixes) named by states, promises, strings, or an iterable of them."""
+    items: Iterable[Any] = (
+        [states] if isinstance(states, str | ExperimentState | ExperimentStatePromise) else states
+    )
+    ids = []
+    for item in items:
+        if isinstance(item, str):
+            ids.append(item)
+        elif isinstance(item, ExperimentState | ExperimentStatePromise):
+            sha = item.sha()
+            if sha is None:
+                raise ExperimentDefinitionError("This state has no id yet; it was never stored.")
+            ids.append(sha)
+        else:
+            raise ExperimentDefinitionError(
+                f"audit() takes ids, states or promises (or a list of them); got a "
+                f"{type(item).__name__}.",
+                value_type=type(item).__name__,
+            )
+    return ids
 
 
 def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:

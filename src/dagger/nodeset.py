@@ -201,7 +201,12 @@ class NodeSet(list[ExperimentState]):
 
     def to_dataframe(self) -> pandas.DataFrame:
         """One row per state: id, parent, depth, recipe, parameters, tags, status, seconds,
-        and recorded results flattened to columns (``param.<name>``, ``result.<name>``)."""
+        and recorded results flattened to columns (``param.<name>``, ``result.<name>``).
+
+        Two columns appear when some state has them: ``mutated.<name>``, the attribute paths
+        that Function ``<name>`` changed while computing its result on that state (a result
+        computed on a state its Function mutated; empty elsewhere), and ``audit``, the
+        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``)."""
         import pandas
 
         rows = [_row(node) for node in self]
@@ -324,6 +329,12 @@ def _row(node: ExperimentState) -> dict[str, Any]:
     for name in results:
         summary = results.summary(name) if isinstance(results, Results) else results[name]
         _flatten(f"result.{name}", summary, row)
+        entry = results.entry(name) if isinstance(results, Results) else None
+        if entry is not None and entry.mutated:
+            # Beside the result: it was computed on a state its Function changed.
+            row[f"mutated.{name}"] = list(entry.mutated)
+    if info.notes.audit is not None:
+        row["audit"] = info.notes.audit.outcome
     return row
 
 
