@@ -264,8 +264,14 @@ def test_samples_are_drawn_from_the_tree_with_a_seed_that_repeats_them(exp_dir):
         s.state_id for s in drawn.states
     ]
     assert f"2 of 7 stored states, drawn with seed={drawn.seed}" in str(drawn)
-    # A restored experiment draws from the whole store.
-    assert dg.Experiment.restore(exp_dir).audit(sample=None).candidates == 9
+    # A restored experiment draws from the whole store, grown further or not.
+    restored = dg.Experiment.restore(exp_dir)
+    assert restored.audit(sample=None).candidates == 9
+    grown = Multiply(2)(restored.graph.leaves[0])
+    restored.run(progress=False)
+    report = restored.audit(sample=None)
+    assert report.candidates == 10 and report.ok
+    assert report.states[-1].state_id == grown.sha()
 
 
 @pytest.mark.parametrize(
@@ -325,6 +331,8 @@ def test_cli_flags_a_nondeterministic_state_and_passes_the_others(cli, exp_dir):
     result = cli("audit", exp_dir, noisy[:8], "--atol", "1e-3")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "within rtol=0, atol=0.001" in result.stdout
+    shown = cli("show", exp_dir).stdout.splitlines()
+    assert next(line for line in shown if noisy[:12] in line).endswith("audit: reproduced")
     listing = cli("ls", exp_dir, "--format", "csv")
     assert listing.stdout.splitlines()[0].split(",").count("audit") == 1
     assert listing.stdout.count(",reproduced") == 4

@@ -5,6 +5,8 @@ sees the state."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -88,7 +90,9 @@ def clean_child():
     return tensors(child.get())
 
 
-def test_an_in_place_weight_change_is_flagged_recorded_and_shown(exp_dir, dagger_warnings):
+def test_an_in_place_weight_change_is_flagged_recorded_and_shown(
+    exp_dir, dagger_warnings, subprocess_env, tmp_path
+):
     exp = dg.Experiment(exp_dir, NetState)
     root = exp.spawn_new_tree(seed=0)
     dg.Function(nudge_weight)(root)
@@ -113,6 +117,16 @@ def test_an_in_place_weight_change_is_flagged_recorded_and_shown(exp_dir, dagger
     frame = tree.nodes.to_dataframe()
     assert frame["mutated.nudge_weight"].tolist() == [["model.0.weight"]]
     assert frame["result.nudge_weight"].tolist() == [0.0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "dagger", "show", str(exp_dir)],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "nudge_weight: CHANGED THE STATE (model.0.weight)" in shown.stdout
 
 
 def test_a_batch_norm_forward_in_training_mode_is_flagged(memory):

@@ -44,3 +44,21 @@ def test_the_readme_starts_with_the_two_commands():
     ]
     ci = (REPO / ".ci" / "run").read_text()
     assert commands[1] in ci  # CI runs exactly the README's test command
+
+
+def test_the_curating_example_runs_after_the_walkthrough(tmp_path):
+    blocks = python_blocks()
+    [curating] = [block for block in blocks if "exp.audit(" in block]
+    script = tmp_path / "curating.py"
+    script.write_text(blocks[0] + "\n" + curating)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    # The walkthrough ends on a restored experiment grown by one state, run: both stored.
+    assert "0 to compute, 2 stored, 0 failed before, 0 skipped" in result.stdout
+    assert "3 reproduced, 0 differ, 0 errors, 0 not audited" in result.stdout

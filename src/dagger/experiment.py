@@ -338,8 +338,8 @@ class Experiment:
         Args:
             states: What to audit: ids or unique id prefixes, states, promises, or a list or
                 NodeSet of them; all of them are audited. None (the default) draws ``sample``
-                stored states at random: from this Experiment's tree when it defined one, else
-                from the whole store.
+                stored states at random: from the tree this Experiment spawned when it spawned
+                one (a script's tree), else (restored) from the whole store.
             sample: How many states to draw when ``states`` is None (None: all of them).
             rtol: Relative tolerance: ``|stored - recomputed| <= atol + rtol * |recomputed|``
                 (0 with ``atol`` 0: bitwise).
@@ -362,17 +362,16 @@ class Experiment:
         self._check_state_class(meta)
         definitions = self._definitions()
         found = self.store.survey()
-        if definitions:
+        if any(promise.is_root for promise in self._roots):  # the script's own tree
             candidates = [sha for sha in definitions if sha in found.stored]
-        elif self.graph is not None:
-            candidates = [node.sha() or "" for node in self.graph.nodes]
-            candidates = [sha for sha in candidates if sha in found.stored]
-        else:
-            candidates = sorted(found.stored)
+        else:  # restored (and maybe grown): the whole store, in tree order where known
+            in_tree = [node.sha() or "" for node in self.graph.nodes] if self.graph else []
+            candidates = [sha for sha in in_tree if sha in found.stored]
+            candidates += sorted(found.stored - set(candidates))
         chosen = None
         if states is not None:
-            known = found.stored | found.failures | found.broken
-            chosen = auditing.resolve_ids(_ids_of(states), known)
+            ids = found.stored | found.failures | found.broken
+            chosen = auditing.resolve_ids(_ids_of(states), ids)
         return auditing.audit(
             self.store,
             self.state_class,
