@@ -222,7 +222,7 @@ def test_plan_checks_the_state_class_and_the_tree(exp_dir):
     other.spawn_new_tree(start=1)
     with pytest.raises(dg.StateClassMismatchError, match="holds states of class"):
         other.plan()
-    with pytest.raises(dg.ExperimentDefinitionError, match="Nothing to run"):
+    with pytest.raises(dg.ExperimentDefinitionError, match="Nothing to plan"):
         dg.Experiment(exp_dir, CounterState).plan()
     assert snapshot(exp_dir) == before
 

@@ -60,6 +60,7 @@ from .errors import (
     StateNotFoundError,
 )
 from .loading import StoreOwner, load_state, new_root
+from .promise import ExperimentStatePromise
 from .recipe import Recipe, child_sha
 from .record import MAX_AUDIT_PATHS, AuditNote, RecipeInfo, StateRecord, now
 from .state import ExperimentState, adopt
@@ -71,7 +72,9 @@ __all__ = [
     "Definition",
     "StateAudit",
     "audit",
+    "definitions",
     "fresh_random_state",
+    "ids_of",
     "rebuild_recipe",
     "resolve_ids",
 ]
@@ -287,6 +290,50 @@ class AuditReport:
 
 
 # -- choosing what to audit ------------------------------------------------------------------
+
+
+def definitions(roots: Iterable[ExperimentStatePromise]) -> dict[str, Definition]:
+    """How the tree under ``roots`` (an Experiment's promises) makes each state, by id, in
+    tree order. Promises standing for stored states grown again define nothing."""
+    found: dict[str, Definition] = {}
+    stack = list(reversed(list(roots)))
+    while stack:
+        promise = stack.pop()
+        sha = promise.sha()
+        if sha not in found:
+            if promise.is_root:
+                found[sha] = Definition(None, arguments=promise.arguments)
+            elif promise.recipe is not None and promise.parent is not None:
+                found[sha] = Definition(promise.parent.sha(), promise.recipe)
+        stack.extend(reversed(promise.children))
+    return found
+
+
+def ids_of(states: Any) -> list[str]:
+    """The ids (or prefixes) named by states, promises, strings, or an iterable of them.
+
+    Raises:
+        ExperimentDefinitionError: Something else was given, or a state has no id.
+    """
+    items: Iterable[Any] = (
+        [states] if isinstance(states, str | ExperimentState | ExperimentStatePromise) else states
+    )
+    ids = []
+    for item in items:
+        if isinstance(item, str):
+            ids.append(item)
+        elif isinstance(item, ExperimentState | ExperimentStatePromise):
+            sha = item.sha()
+            if sha is None:
+                raise ExperimentDefinitionError("This state has no id yet; it was never stored.")
+            ids.append(sha)
+        else:
+            raise ExperimentDefinitionError(
+                f"audit() takes ids, states or promises (or a list of them); got a "
+                f"{type(item).__name__}.",
+                value_type=type(item).__name__,
+            )
+    return ids
 
 
 def resolve_ids(wanted: Iterable[str], known: Iterable[str]) -> list[str]:

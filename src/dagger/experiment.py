@@ -15,7 +15,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -272,20 +272,17 @@ class Experiment:
         """
         if dry_run:
             return self.plan()
-        self._check_roots()
+        if not self._roots:
+            raise ExperimentDefinitionError(
+                "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
+                "grow it from state.to_promise())."
+            )
         roots = plan.build(self._roots)
         self._prepare_store()
         failed_before = plan.survey(roots, self.store)
         runner = self._runner(keep_going, progress, failed_before, check_read_only)
         strategy = None if executor is None else functools.partial(dispatch, executor=executor)
         return runner.run(roots, strategy)
-
-    def _check_roots(self) -> None:
-        if not self._roots:
-            raise ExperimentDefinitionError(
-                "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
-                "grow it from state.to_promise())."
-            )
 
     def plan(self) -> PlanReport:
         """What :meth:`run` would do now, without doing any of it.
@@ -304,7 +301,11 @@ class Experiment:
             StateClassMismatchError: The folder holds states of another class.
             HashingError: A recipe property or argument cannot be hashed.
         """
-        self._check_roots()
+        if not self._roots:
+            raise ExperimentDefinitionError(
+                "Nothing to plan: call spawn_new_tree() first (or restore an experiment and "
+                "grow it from state.to_promise())."
+            )
         roots = plan.build(self._roots)
         if self.store.exists():
             self._check_state_class(self.store.read_meta())
@@ -360,7 +361,7 @@ class Experiment:
         """
         meta = self.store.read_meta()
         self._check_state_class(meta)
-        definitions = self._definitions()
+        definitions = auditing.definitions(self._roots)
         found = self.store.survey()
         if any(promise.is_root for promise in self._roots):  # the script's own tree
             candidates = [sha for sha in definitions if sha in found.stored]
@@ -371,7 +372,7 @@ class Experiment:
         chosen = None
         if states is not None:
             ids = found.stored | found.failures | found.broken
-            chosen = auditing.resolve_ids(_ids_of(states), ids)
+            chosen = auditing.resolve_ids(auditing.ids_of(states), ids)
         return auditing.audit(
             self.store,
             self.state_class,
@@ -385,21 +386,6 @@ class Experiment:
             environment=capture_environment(git_directory),
             class_importable=not self.stand_in,
         )
-
-    def _definitions(self) -> dict[str, auditing.Definition]:
-        """How this Experiment's tree makes each of its states, by id, in tree order."""
-        definitions: dict[str, auditing.Definition] = {}
-        stack = list(reversed(self._roots))
-        while stack:
-            promise = stack.pop()
-            sha = promise.sha()
-            if sha not in definitions:
-                if promise.is_root:
-                    definitions[sha] = auditing.Definition(None, arguments=promise.arguments)
-                elif promise.recipe is not None and promise.parent is not None:
-                    definitions[sha] = auditing.Definition(promise.parent.sha(), promise.recipe)
-            stack.extend(reversed(promise.children))
-        return definitions
 
     def _runner(
         self,
@@ -548,29 +534,6 @@ class Experiment:
         if len(experiment.graph.roots) == 1:
             experiment.root = experiment.graph.roots[0]
         return experiment
-
-
-def _ids_of(states: Any) -> list[str]:
-    """The ids (or prefixes) named by states, promises, strings, or an iterable of them."""
-    items: Iterable[Any] = (
-        [states] if isinstance(states, str | ExperimentState | ExperimentStatePromise) else states
-    )
-    ids = []
-    for item in items:
-        if isinstance(item, str):
-            ids.append(item)
-        elif isinstance(item, ExperimentState | ExperimentStatePromise):
-            sha = item.sha()
-            if sha is None:
-                raise ExperimentDefinitionError("This state has no id yet; it was never stored.")
-            ids.append(sha)
-        else:
-            raise ExperimentDefinitionError(
-                f"audit() takes ids, states or promises (or a list of them); got a "
-                f"{type(item).__name__}.",
-                value_type=type(item).__name__,
-            )
-    return ids
 
 
 def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
