@@ -464,3 +464,14 @@ def test_a_recipe_whose_code_changed_since_is_not_audited(cli, tmp_path, subproc
     result = cli("audit", tmp_path / "exp", "--sample", "0")
     assert result.returncode == 1
     assert "the code of `Bump` changed since the state was computed" in result.stdout
+
+
+def test_the_audit_column_sorts_and_filters_like_the_others(exp_dir):
+    exp, nodes = net_tree(exp_dir, noisy=True)
+    exp.audit([nodes["noisy"], nodes["first"]])
+    restored = dg.Experiment.restore(exp_dir).graph.nodes
+    ordered = restored.sort_by("audit")
+    assert [node.dagger.notes.audit.outcome for node in ordered[:2]] == ["differs", "reproduced"]
+    assert ordered[2].dagger.notes.audit is None  # never audited: last
+    frame = restored.to_dataframe()
+    assert sorted(frame["audit"].dropna()) == ["differs", "reproduced"]

@@ -258,6 +258,8 @@ def _column(node: ExperimentState, name: str) -> Any:
     if name.startswith("result."):
         name = name[len("result.") :]
         return _result_summary(node, name)
+    if name == "audit" or name.startswith("mutated."):
+        return _row(node).get(name, _MISSING)
     if name.startswith("param."):
         name = name[len("param.") :]
     value = _param(node, name)
@@ -287,7 +289,7 @@ def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
         if node.recipe is not None:
             known.update(node.recipe.params)
         for key in _row(node):
-            if key.startswith(("result.", "param.")):
+            if key.startswith(("result.", "param.", "mutated.")) or key == "audit":
                 known.add(key)
     return known
 
