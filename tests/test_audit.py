@@ -475,3 +475,25 @@ def test_the_audit_column_sorts_and_filters_like_the_others(exp_dir):
     assert ordered[2].dagger.notes.audit is None  # never audited: last
     frame = restored.to_dataframe()
     assert sorted(frame["audit"].dropna()) == ["differs", "reproduced"]
+
+
+def test_the_scratch_folder_is_removed_after_the_audit(exp_dir, tmp_path, subprocess_env):
+    """Recomputed states and the files recipes write go under TMPDIR, removed afterwards."""
+    exp = dg.Experiment(exp_dir, CounterState)
+    WriteBeside("side.txt")(exp.spawn_new_tree(start=1))
+    exp.run(progress=False)
+    written = (exp_dir / "side.txt").read_text()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "dagger", "audit", str(exp_dir), "--sample", "0"],
+        cwd=tmp_path,
+        env={**subprocess_env, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 reproduced" in result.stdout
+    assert list(scratch.iterdir()) == []
+    assert (exp_dir / "side.txt").read_text() == written

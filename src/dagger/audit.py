@@ -7,8 +7,10 @@ and arrays bitwise or within ``rtol``/``atol``, other values by their canonical 
 stored states are never replaced:
 
 * the recomputed state goes through what a stored one went through (its ``save_pre_hooks``,
-  the pickling, its ``load_post_hooks``) into a :class:`~dagger.store.MemoryStore` that is
-  dropped afterwards;
+  the pickling with large buffers as blobs, its ``load_post_hooks``), into a scratch
+  :class:`~dagger.store.DirectoryStore` in a temporary folder (``TMPDIR``) that is deleted as
+  soon as the state is compared: on disk rather than in memory, so that a large state is not
+  held twice more in memory;
 * ``state.experiment_object`` of the recomputed states loads stored states (the parent,
   ``load_root()``) from the real store, read only, and its ``directory`` is a temporary folder,
   so a recipe that writes files beside the experiment writes them there;
@@ -41,6 +43,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -62,9 +65,17 @@ from .errors import (
 from .loading import StoreOwner, load_state, new_root
 from .promise import ExperimentStatePromise
 from .recipe import Recipe, child_sha
-from .record import MAX_AUDIT_PATHS, AuditNote, RecipeInfo, StateRecord, now
+from .record import (
+    FORMAT_VERSION,
+    MAX_AUDIT_PATHS,
+    AuditNote,
+    ExperimentMeta,
+    RecipeInfo,
+    StateRecord,
+    now,
+)
 from .state import ExperimentState, adopt
-from .store import MemoryStore, Store
+from .store import DirectoryStore, Store
 
 __all__ = [
     "AuditOutcome",
@@ -512,12 +523,15 @@ def audit(
     created = now()
     stored = store.survey().stored
     with tempfile.TemporaryDirectory(prefix="dagger-audit-") as scratch:
-        owner = AuditOwner(store, state_class, Path(scratch))
+        files = Path(scratch) / "files"
+        files.mkdir()
+        owner = AuditOwner(store, state_class, files)
         for state_id in chosen:
             result = _audit_one(
                 store,
                 state_class,
                 owner,
+                Path(scratch),
                 state_id,
                 definitions.get(state_id),
                 stored=state_id in stored,
@@ -552,6 +566,7 @@ def _audit_one(
     store: Store,
     state_class: type[ExperimentState],
     owner: AuditOwner,
+    scratch: Path,
     state_id: str,
     definition: Definition | None,
     *,
@@ -611,24 +626,30 @@ def _audit_one(
     if stored_state is None:
         return not_audited("its stored payload cannot be loaded (missing or damaged)", source)
     started = time.perf_counter()
+    state_scratch = Path(tempfile.mkdtemp(prefix=f"{state_id[:12]}-", dir=scratch))
     try:
-        with fresh_random_state(random.SystemRandom().randrange(1 << 63)):
-            recomputed = _recompute(store, state_class, owner, record, recipe, arguments)
-    except _ParentUnavailable as error:
-        return not_audited(str(error), source)
-    except Exception as error:
-        return StateAudit(
-            state_id,
-            described,
-            "error",
-            reason=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(),
-            recipe_source=source,
-            seconds=time.perf_counter() - started,
-            recorded_seconds=record.seconds,
-        )
-    seconds = time.perf_counter() - started
-    comparison = compare_states(stored_state, recomputed, rtol=rtol, atol=atol)
+        try:
+            with fresh_random_state(random.SystemRandom().randrange(1 << 63)):
+                recomputed = _recompute(
+                    store, state_class, owner, state_scratch, record, recipe, arguments
+                )
+        except _ParentUnavailable as error:
+            return not_audited(str(error), source)
+        except Exception as error:
+            return StateAudit(
+                state_id,
+                described,
+                "error",
+                reason=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(),
+                recipe_source=source,
+                seconds=time.perf_counter() - started,
+                recorded_seconds=record.seconds,
+            )
+        seconds = time.perf_counter() - started
+        comparison = compare_states(stored_state, recomputed, rtol=rtol, atol=atol)
+    finally:
+        shutil.rmtree(state_scratch, ignore_errors=True)
     return StateAudit(
         state_id,
         described,
@@ -681,12 +702,13 @@ def _recompute(
     store: Store,
     state_class: type[ExperimentState],
     owner: AuditOwner,
+    scratch: Path,
     record: StateRecord,
     recipe: Recipe | None,
     arguments: dict[str, Any] | None,
 ) -> ExperimentState:
-    """Compute the state again, then save and load it through a scratch MemoryStore, as the
-    stored one was saved and loaded (hooks and pickling)."""
+    """Compute the state again, then save and load it through a scratch store in ``scratch``,
+    as the stored one was saved and loaded (hooks, pickling, blobs)."""
     state_id = record.id
     if record.parent is None:
         assert arguments is not None
@@ -725,11 +747,14 @@ def _recompute(
         )
     for hook in list(state.save_pre_hooks):
         hook()
-    scratch = MemoryStore()
-    scratch.save(state_id, state, record)
+    scratch_store = DirectoryStore(scratch, durability="fast")
+    scratch_store.prepare(
+        ExperimentMeta(format=FORMAT_VERSION, roots=(), state_class=record.state_class)
+    )
+    scratch_store.save(state_id, state, record)
     del state
-    loaded = load_state(scratch, state_id, state_class, owner=owner)
-    if loaded is None:  # pragma: no cover - a MemoryStore loads what it saved
+    loaded = load_state(scratch_store, state_id, state_class, owner=owner)
+    if loaded is None:  # pragma: no cover - a store loads what it has just saved
         raise RuntimeError(f"the recomputed state {state_id[:12]} could not be loaded back")
     return loaded
 
