@@ -12,6 +12,11 @@ same run:
   each Function) <= 3x one ``torch.save`` of the model's and optimizer's state_dicts to memory,
   and <= 0.25x evaluating the model on one batch of 32 images of 224x224 (a Function evaluates
   many such batches, so this is the overhead's upper bound);
+* what the read-only check adds to a whole run (the run of a Function that costs nothing on the
+  stored state, with the check, less the same run with ``check_read_only=False``: the two
+  digests, which read every byte of the state where a run that maps the state's blobs may
+  not) <= 0.25x a run (unchecked) of a Function evaluating one batch of 32 images; the
+  no-cost run's own ratio, the check's relative worst case, is reported without a limit;
 * comparing two such states bitwise (what an audit adds to each recomputed state) <= 3x the
   same ``torch.save``;
 * ``capture_environment()`` once cached (what each state's record pays) <= 0.1x writing that
@@ -30,11 +35,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.models import resnet18
 
+import dagger as dg
 from dagger.compare import compare_states
 from dagger.digest import digest_changes, state_digest
 from dagger.environment import capture_environment
@@ -56,6 +64,43 @@ class ResNetState:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
+
+
+class StoredResNet(dg.ExperimentState):
+    """The same content as a stored experiment state."""
+
+    PROPERTIES = ["seed"]
+
+    def initialize_state(self, **arguments):
+        content = ResNetState(self.seed)
+        self.model = content.model
+        self.optimizer = content.optimizer
+        self.epoch = content.epoch
+
+
+IMAGES = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def evaluate(state: StoredResNet) -> float:
+    with torch.no_grad():
+        return float(state.model(IMAGES).sum())
+
+
+def weight_norm(state: StoredResNet) -> float:
+    """A Function that costs next to nothing: the check's worst case, relatively."""
+    return float(state.model.fc.weight.detach().norm())
+
+
+def run_function(directory: Path, function: Any, name: str, check: bool) -> float:
+    """Wall time of a run that only evaluates a new Function on the stored root."""
+    exp = dg.Experiment(directory, StoredResNet)
+    root = exp.spawn_new_tree(seed=0)
+    dg.Function(function, name=name)(root)
+    started = time.perf_counter()
+    report = exp.run(progress=False, check_read_only=check)
+    seconds = time.perf_counter() - started
+    assert (report.computed, report.functions, report.mutated) == (0, 1, 0), report
+    return seconds
 
 
 def state_bytes(state: ResNetState) -> int:
@@ -150,6 +195,19 @@ def main() -> int:
                 os.replace(path, Path(scratch) / f"{index}.json")
 
         record_seconds = best_of(args.repeat, write_record) / calls
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch) / "exp"
+        exp = dg.Experiment(directory, StoredResNet)
+        exp.spawn_new_tree(seed=0)
+        exp.run(progress=False)
+        runs: dict[tuple[str, bool], list[float]] = {}
+        for index in range(args.repeat):  # alternated, so that drift hits both alike
+            for function, checks in ((evaluate, (False,)), (weight_norm, (True, False))):
+                for check in checks:
+                    name = f"{function.__name__}_{check}_{index}"
+                    seconds = run_function(directory, function, name, check)
+                    runs.setdefault((function.__name__, check), []).append(seconds)
+        best = {key: min(values) for key, values in runs.items()}
     first = [first_capture() for _ in range(args.repeat)]
     first_seconds = min(item["first"] for item in first)
     import_seconds = min(item["import"] for item in first)
@@ -167,6 +225,20 @@ def main() -> int:
             digest_seconds,
             forward_seconds,
             "resnet18 forward, 32x3x224x224",
+            0.25,
+        ),
+        row(
+            "run of a no-cost Function on a stored resnet18, checked (s)",
+            best["weight_norm", True],
+            best["weight_norm", False],
+            "the same run, check_read_only=False",
+            None,
+        ),
+        row(
+            "what the check adds to that run (s)",
+            best["weight_norm", True] - best["weight_norm", False],
+            best["evaluate", False],
+            "a run evaluating 32 images, unchecked",
             0.25,
         ),
         row(

@@ -202,3 +202,127 @@ class Evaluate(dg.Recipe):
         state.children = ["not the tree's"]
         state.parent = "my own"
         return state
+
+
+# -- curating (issue 16): audits and read-only Functions ---------------------------------------
+
+
+class NetState(dg.ExperimentState):
+    """A small network with batch-norm and its SGD optimizer, initialised from ``seed``."""
+
+    PROPERTIES = ["seed"]
+
+    def initialize_state(self, **arguments):
+        import torch
+
+        torch.manual_seed(self.seed)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+        )
+        self.model.eval()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+
+
+class UnseededNetState(dg.ExperimentState):
+    """A network initialised from the global generator, never seeded: not reproducible."""
+
+    PROPERTIES = ["width"]
+
+    def initialize_state(self, **arguments):
+        import torch
+
+        self.model = torch.nn.Linear(4, self.width)
+
+
+class SeededTrain(dg.Recipe):
+    """Steps of SGD on data from a generator seeded by ``seed``: it reproduces bitwise."""
+
+    def __init__(self, seed, steps=2):
+        self.seed = seed
+        self.steps = steps
+
+    def run(self, state):
+        import torch
+
+        log_call(f"train:{self.seed}")
+        generator = torch.Generator().manual_seed(self.seed)
+        state.model.train()
+        for _ in range(self.steps):
+            loss = state.model(torch.randn(16, 4, generator=generator)).pow(2).mean()
+            state.optimizer.zero_grad()
+            loss.backward()
+            state.optimizer.step()
+        state.model.eval()
+        return state
+
+
+class NoisyNudge(dg.Recipe):
+    """Adds ``torch.rand(...) * scale`` to the first layer's weight, from the global generator
+    that nothing seeds: recomputing it gives other values."""
+
+    def __init__(self, scale=1e-3):
+        self.scale = scale
+
+    def run(self, state):
+        import torch
+
+        with torch.no_grad():
+            state.model[0].weight.add_(torch.rand(state.model[0].weight.shape) * self.scale)
+        return state
+
+
+class Renamed(dg.Recipe):
+    """Stores its argument under another name: ``Renamed(**params)`` cannot rebuild it."""
+
+    def __init__(self, lr):
+        self.learning_rate = lr
+
+    def run(self, state):
+        state.value = state.value * 2 + self.learning_rate
+        return state
+
+
+class WithConfig(dg.Recipe):
+    """A parameter that is no plain JSON value: the record keeps only its repr."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def run(self, state):
+        state.value = state.value + self.config.width
+        return state
+
+
+class WriteBeside(dg.Recipe):
+    """Writes a file beside the experiment (``experiment_object.directory``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, state):
+        directory = state.experiment_object.directory
+        (Path(directory) / self.name).write_text(f"written at {time.time_ns()}")
+        state.value = state.value + 1
+        return state
+
+
+class ReadFile(dg.Recipe):
+    """Adds the number in the file at ``path`` (it raises once the file is gone)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def run(self, state):
+        state.value = state.value + int(Path(self.path).read_text())
+        return state
+
+
+def append_to_history(state):
+    """A Function that changes the state it reads (a list grows in place)."""
+    state.history.append(("function", 0))
+    return len(state.history)
+
+
+def read_value(state):
+    """A read-only Function."""
+    return state.value

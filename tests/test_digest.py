@@ -195,3 +195,17 @@ def test_bookkeeping_is_not_content(state):
     # A user attribute is content, whatever its name.
     state.status = "done"
     assert digest_changes(before, state_digest(state)) == ["status"]
+
+
+def test_large_tensors_hashed_together_digest_as_when_hashed_alone():
+    """Several large tensors and arrays are hashed on threads; each part's digest is the one
+    it has alone in a state (hashed on the calling thread), and a change to one is caught."""
+    generator = torch.Generator().manual_seed(0)
+    large = {f"t{i}": torch.randn(512, 1024, generator=generator) for i in range(4)}  # 2 MiB each
+    large["strided"] = torch.randn(1024, 1024, generator=generator)[:, ::2]
+    large["array"] = np.arange(600_000, dtype=np.float32)
+    together = state_digest(large)
+    for name, value in large.items():
+        assert together.parts[name] == state_digest({name: value}).parts[name], name
+    large["t2"][100, 7] += 1.0
+    assert digest_changes(together, state_digest(large)) == ["t2"]

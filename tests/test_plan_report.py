@@ -109,7 +109,9 @@ def test_to_dataframe(report):
         "recipe_class",
         "action",
         "estimated_seconds",
+        "functions",
     ]
+    assert frame["functions"].tolist() == [[], [], [], [], []]
     assert frame["action"].tolist() == ["stored", "compute", "compute", "failed before", "skipped"]
     assert frame["estimated_seconds"].tolist()[1] == 40.0
     assert math.isnan(frame["estimated_seconds"].tolist()[2])
@@ -166,3 +168,37 @@ def test_a_row_without_its_keys_is_refused():
 )
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
+
+
+def test_functions_to_run_are_listed_per_row_and_counted():
+    rows = [
+        {**ROWS[0], "functions": ("evaluate",)},
+        {**ROWS[1], "functions": ["evaluate", "sparsity"]},
+        ROWS[2],
+    ]
+    report = build_plan_report(rows, HISTORY)
+    assert [row.functions for row in report.rows] == [
+        ("evaluate",),
+        ("evaluate", "sparsity"),
+        (),
+    ]
+    assert report.functions == 3
+    assert "3 Functions to run" in report.summary()
+    lines = report.to_text().splitlines()
+    assert lines[0].split() == ["state", "recipe", "action", "estimate", "functions"]
+    assert lines[1].endswith("evaluate")
+    assert lines[2].endswith("evaluate, sparsity")
+    assert report.to_dataframe()["functions"].tolist() == [
+        ["evaluate"],
+        ["evaluate", "sparsity"],
+        [],
+    ]
+    # Without any Function the column is left out of the text.
+    assert "functions" not in build_plan_report(ROWS, HISTORY).to_text().splitlines()[0]
+
+
+def test_a_plan_with_no_known_duration_says_so_rather_than_zero():
+    report = build_plan_report([ROWS[1], ROWS[2]], [])
+    assert report.summary() == (
+        "2 to compute, 0 stored, 0 failed before, 0 skipped, no estimate (2 of unknown duration)"
+    )

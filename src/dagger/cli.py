@@ -16,12 +16,20 @@
     dagger verify DIR                            check every record, payload and blob against
                                                  its checksum, and every state's parent
     dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
+    dagger audit DIR [--sample N] [--seed S] [--rtol X] [--atol Y] [IDS...]
+                                                 recompute stored states from their stored
+                                                 parents and compare: do they reproduce?
 
 Also runs as ``python -m dagger``. Showing, listing and drawing read the records only (no
 payload is loaded), and work where the experiment's state class cannot be imported.
 
-Exit status: 0 on success; 1 when ``verify`` finds problems or ``ls --tag`` matches nothing;
-2 with a one-line error for a folder that is not an experiment or another dagger error.
+``audit`` runs the user's recipes: they are imported from their modules as a run would, with
+the current directory on the import path (as ``python -m``); a recipe defined in a script
+cannot be rebuilt here (the audit says so; audit from the script with ``exp.audit()``).
+
+Exit status: 0 on success; 1 when ``verify`` finds problems, ``ls --tag`` matches nothing or
+``audit`` finds a state that does not reproduce (or cannot be recomputed); 2 with a one-line
+error for a folder that is not an experiment or another dagger error.
 """
 
 from __future__ import annotations
@@ -111,6 +119,27 @@ def _failures(args: argparse.Namespace) -> int:
     if not shown:
         print("no failures recorded")
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .experiment import Experiment
+
+    # The user's recipes are imported as a run imports them: `python -m dagger` puts the
+    # current directory first on the path; the `dagger` console script does not, so add it.
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    experiment = Experiment.restore(args.directory)
+    report = experiment.audit(
+        args.ids or None,
+        sample=None if args.sample == 0 else args.sample,
+        rtol=args.rtol,
+        atol=args.atol,
+        seed=args.seed,
+        git_directory=Path.cwd(),
+    )
+    print(report)
+    return 0 if report.ok else 1
 
 
 # -- restoring -------------------------------------------------------------------------------------
@@ -459,6 +488,39 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"leave files younger than this alone (default {DEFAULT_MIN_AGE:.0f})",
     )
     clean.set_defaults(handler=_gc)
+
+    auditing = commands.add_parser(
+        "audit",
+        help="recompute stored states from their stored parents and compare: do they reproduce?",
+    )
+    auditing.add_argument("directory", metavar="DIR")
+    auditing.add_argument(
+        "ids",
+        nargs="*",
+        metavar="IDS",
+        help="ids or unique id prefixes to audit (default: a random sample of the stored states)",
+    )
+    auditing.add_argument(
+        "--sample",
+        type=_non_negative,
+        default=5,
+        metavar="N",
+        help="how many stored states to draw when no ids are given (default 5; 0: all)",
+    )
+    auditing.add_argument(
+        "--seed", type=int, default=None, metavar="S", help="seed of the draw (default: random)"
+    )
+    auditing.add_argument(
+        "--rtol",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="relative tolerance (default 0: bitwise with --atol 0)",
+    )
+    auditing.add_argument(
+        "--atol", type=float, default=0.0, metavar="Y", help="absolute tolerance (default 0)"
+    )
+    auditing.set_defaults(handler=_audit)
     return parser
 
 

@@ -300,6 +300,7 @@ def _task(
         "store": store_spec,
         "state_class": runner.state_class,
         "keep_going": runner.keep_going,
+        "check_read_only": runner.check_read_only,
         "failed_before": sorted(sha for sha in runner.failed_before if sha in shas),
         "segment": to_wire(chain),
         "marker": marker,
@@ -376,6 +377,8 @@ def _merge(
     report.function_failures += outcome.get("function_failures", 0)
     report.cached += outcome["cached"]
     report.failures.extend(outcome["failures"])
+    report.mutated += len(outcome["mutations"])
+    report.mutations.extend(outcome["mutations"])
     runner.tick(len(outcome["computed"]) + outcome["failed"] + outcome["functions"])
     for sha, recipe, seconds in outcome.get("lines", ()):
         runner.progress.computed(sha, recipe, seconds)
@@ -414,6 +417,7 @@ def _run_segment(spec: dict[str, Any]) -> dict[str, Any]:
         keep_going=spec["keep_going"],
         progress=False,
         failed_before=set(spec["failed_before"]),
+        check_read_only=spec["check_read_only"],
     )
     parent, chain = from_wire(spec["segment"])
     held = None
@@ -438,6 +442,7 @@ def _run_segment(spec: dict[str, Any]) -> dict[str, Any]:
         "function_failures": runner.report.function_failures,
         "cached": runner.report.cached,
         "failures": runner.report.failures,
+        "mutations": runner.report.mutations,
         "last_ok": last_ok,
         "lines": runner.computed_lines,
     }

@@ -17,13 +17,17 @@ import platform
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
+from . import audit as auditing
 from . import loading, plan
 from ._names import class_path, import_class
 from ._version import __version__
+from .environment import capture_environment
 from .errors import ExperimentDefinitionError, StateClassMismatchError
 from .executors import dispatch
+from .plan_report import PlanReport
+from .preview import preview
 from .progress import DEFAULT_INTERVAL
 from .promise import ExperimentStatePromise, warn_scheduler
 from .recipe import Function, Recipe
@@ -298,15 +302,43 @@ class Experiment:
         original dagger's ``save()`` did. :meth:`run` does this too."""
         self._prepare_store()
 
+    @overload
+    def run(
+        self,
+        *,
+        keep_going: bool = ...,
+        progress: bool | str | None = ...,
+        executor: Any = ...,
+        check_read_only: bool = ...,
+        dry_run: Literal[False] = ...,
+        scheduler: Any = ...,
+        log_interval: float = ...,
+    ) -> RunReport: ...
+
+    @overload
+    def run(
+        self,
+        *,
+        keep_going: bool = ...,
+        progress: bool | str | None = ...,
+        executor: Any = ...,
+        check_read_only: bool = ...,
+        dry_run: Literal[True],
+        scheduler: Any = ...,
+        log_interval: float = ...,
+    ) -> PlanReport: ...
+
     def run(
         self,
         *,
         keep_going: bool = True,
         progress: bool | str | None = None,
         executor: Any = None,
+        check_read_only: bool = True,
+        dry_run: bool = False,
         scheduler: Any = None,
         log_interval: float = DEFAULT_INTERVAL,
-    ) -> RunReport:
+    ) -> RunReport | PlanReport:
         """Compute and store every state of the tree that is not stored yet, depth-first.
 
         Args:
@@ -322,13 +354,18 @@ class Experiment:
                 executor). Workers read parents from and write children to this
                 experiment's directory, which they must be able to reach. Default: compute
                 everything in this process.
+            check_read_only: Check that each Function leaves its state unchanged (content
+                digests before and after; see ``RunReport.mutations``). False skips the
+                check, for states so large that hashing them matters.
+            dry_run: Do nothing; return :meth:`plan`'s report of what the run would do.
             scheduler: The original dagger's dask scheduler: accepted and ignored, with a
                 DeprecationWarning naming ``executor``.
             log_interval: Seconds between two summaries in the log (progress as lines).
 
         Returns:
             A RunReport: computed, cached, failed, skipped, Function results and failures,
-            states not attempted, seconds.
+            states not attempted, Functions that changed their state, seconds (a PlanReport
+            with ``dry_run=True``).
 
         Raises:
             RunError: Some recipes or functions failed; everything else was stored. Its
@@ -338,6 +375,8 @@ class Experiment:
                 DIR``).
         """
         warn_scheduler(scheduler)
+        if dry_run:
+            return self.plan()
         if not self._roots:
             raise ExperimentDefinitionError(
                 "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
@@ -346,9 +385,112 @@ class Experiment:
         roots = plan.build(self._roots)
         self._prepare_store()
         failed_before = plan.survey(roots, self.store)
-        runner = self._runner(keep_going, progress, failed_before, log_interval)
+        runner = self._runner(keep_going, progress, failed_before, log_interval, check_read_only)
         strategy = None if executor is None else functools.partial(dispatch, executor=executor)
         return runner.run(roots, strategy)
+
+    def plan(self) -> PlanReport:
+        """What :meth:`run` would do now, without doing any of it.
+
+        One row per state of the tree, in run order: ``compute``, ``stored``, ``failed
+        before`` (a run tries it again) or ``skipped`` (below a state that failed before), the
+        Functions a run would run on it, and, for the states a run computes, an estimated time:
+        the median recorded duration of the stored states of the same recipe class.
+        ``print(exp.plan())`` shows the table; ``.to_dataframe()`` gives it to pandas.
+
+        Nothing is written, no lock is taken, no state is computed or loaded: only the
+        experiment's folder listing and records are read.
+
+        Raises:
+            ExperimentDefinitionError: The tree has no root yet.
+            StateClassMismatchError: The folder holds states of another class.
+            HashingError: A recipe property or argument cannot be hashed.
+        """
+        if not self._roots:
+            raise ExperimentDefinitionError(
+                "Nothing to plan: call spawn_new_tree() first (or restore an experiment and "
+                "grow it from state.to_promise())."
+            )
+        roots = plan.build(self._roots)
+        if self.store.exists():
+            self._check_state_class(self.store.read_meta())
+        failed_before = plan.survey(roots, self.store, quarantine=False)
+        return preview(roots, failed_before, self.store, self.state_class)
+
+    def audit(
+        self,
+        states: Any = None,
+        *,
+        sample: int | None = 5,
+        rtol: float = 0.0,
+        atol: float = 0.0,
+        seed: int | None = None,
+        git_directory: str | os.PathLike[str] | None = None,
+    ) -> auditing.AuditReport:
+        """Check that stored states reproduce: recompute them and compare every attribute.
+
+        Each audited state is recomputed from its stored parent (a root from its
+        ``spawn_new_tree`` arguments) in a scratch area and compared with the stored state
+        attribute by attribute (tensors and arrays bitwise, or within ``rtol``/``atol``; other
+        values by their canonical encoding). Stored states are never replaced; the outcome
+        (``reproduced``, ``differs``, ``error``) is recorded in each state's notes, and tables
+        show it in an ``audit`` column. See :mod:`dagger.audit`.
+
+        The recipes are the ones this Experiment's tree was defined with; a state outside it
+        (an Experiment restored from a folder) has its recipe rebuilt from its record, which
+        needs the recipe's module importable here and today's code equal to the code that
+        computed the state.
+
+        Args:
+            states: What to audit: ids or unique id prefixes, states, promises, or a list or
+                NodeSet of them; all of them are audited. None (the default) draws ``sample``
+                stored states at random: from the tree this Experiment spawned when it spawned
+                one (a script's tree), else (restored) from the whole store.
+            sample: How many states to draw when ``states`` is None (None: all of them).
+            rtol: Relative tolerance: ``|stored - recomputed| <= atol + rtol * |recomputed|``
+                (0 with ``atol`` 0: bitwise).
+            atol: Absolute tolerance, in the values' units.
+            seed: Seed of the draw; None draws a seed, which the report shows so that the
+                same sample can be audited again.
+            git_directory: Where the user's git repository is, for the environment the report
+                shows (default: the folder of the running script).
+
+        Returns:
+            An AuditReport; ``print()`` it for the table and the differences, ``.ok`` is True
+            when every audited state reproduced.
+
+        Raises:
+            StateNotFoundError: An id or prefix matches no state of the store, or several.
+            InvalidArgumentError: ``sample`` or a tolerance is not valid.
+            NotAnExperimentError: Nothing was stored here yet.
+        """
+        meta = self.store.read_meta()
+        self._check_state_class(meta)
+        definitions = auditing.definitions(self._roots)
+        found = self.store.survey()
+        if any(promise.is_root for promise in self._roots):  # the script's own tree
+            candidates = [sha for sha in definitions if sha in found.stored]
+        else:  # restored (and maybe grown): the whole store, in tree order where known
+            in_tree = [node.sha() or "" for node in self.graph.nodes] if self.graph else []
+            candidates = [sha for sha in in_tree if sha in found.stored]
+            candidates += sorted(found.stored - set(candidates))
+        chosen = None
+        if states is not None:
+            ids = found.stored | found.failures | found.broken
+            chosen = auditing.resolve_ids(auditing.ids_of(states), ids)
+        return auditing.audit(
+            self.store,
+            self.state_class,
+            definitions=definitions,
+            candidates=candidates,
+            states=chosen,
+            sample=sample,
+            rtol=rtol,
+            atol=atol,
+            seed=seed,
+            environment=capture_environment(git_directory),
+            class_importable=not self.stand_in,
+        )
 
     def _runner(
         self,
@@ -356,6 +498,7 @@ class Experiment:
         progress: bool | str | None,
         failed_before: set[str],
         log_interval: float = DEFAULT_INTERVAL,
+        check_read_only: bool = True,
     ) -> Runner:
         return Runner(
             self.store,
@@ -365,6 +508,7 @@ class Experiment:
             progress=progress,
             failed_before=failed_before,
             log_interval=log_interval,
+            check_read_only=check_read_only,
         )
 
     def get(self, promise: ExperimentStatePromise) -> ExperimentState:

@@ -225,7 +225,12 @@ class NodeSet(list[ExperimentState]):
 
     def to_dataframe(self) -> pandas.DataFrame:
         """One row per state: id, parent, depth, recipe, parameters, tags, status, seconds,
-        and recorded results flattened to columns (``param.<name>``, ``result.<name>``)."""
+        and recorded results flattened to columns (``param.<name>``, ``result.<name>``).
+
+        Two columns appear when some state has them: ``mutated.<name>``, the attribute paths
+        that Function ``<name>`` changed while computing its result on that state (a result
+        computed on a state its Function mutated; empty elsewhere), and ``audit``, the
+        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``)."""
         import pandas
 
         rows = [_row(node) for node in self]
@@ -281,6 +286,8 @@ def _column(node: ExperimentState, name: str) -> Any:
     if name.startswith("result."):
         name = name[len("result.") :]
         return _result_summary(node, name)
+    if name == "audit" or name.startswith("mutated."):
+        return _row(node).get(name, _MISSING)
     if name.startswith("param."):
         name = name[len("param.") :]
     value = _param(node, name)
@@ -310,7 +317,7 @@ def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
         if node.recipe is not None:
             known.update(node.recipe.params)
         for key in _row(node):
-            if key.startswith(("result.", "param.")):
+            if key.startswith(("result.", "param.", "mutated.")) or key == "audit":
                 known.add(key)
     return known
 
@@ -352,6 +359,12 @@ def _row(node: ExperimentState) -> dict[str, Any]:
     for name in results:
         summary = results.summary(name) if isinstance(results, Results) else results[name]
         _flatten(f"result.{name}", summary, row)
+        entry = results.entry(name) if isinstance(results, Results) else None
+        if entry is not None and entry.mutated:
+            # Beside the result: it was computed on a state its Function changed.
+            row[f"mutated.{name}"] = list(entry.mutated)
+    if info.notes.audit is not None:
+        row["audit"] = info.notes.audit.outcome
     return row
 
 

@@ -129,8 +129,14 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
     return plan_roots
 
 
-def survey(roots: list[PlanNode], store: Store) -> set[str]:
+def survey(roots: list[PlanNode], store: Store, *, quarantine: bool = True) -> set[str]:
     """Decide, for every node, whether it is stored and what work lies in its subtree.
+
+    Args:
+        roots: The plan's roots.
+        store: The store to survey.
+        quarantine: Move aside the files of a state whose record has no payload (a run does);
+            False only reads (a plan: such a state counts as not stored either way).
 
     Returns:
         The ids of the plan's states that failed in an earlier run.
@@ -144,7 +150,7 @@ def survey(roots: list[PlanNode], store: Store) -> set[str]:
         stack.extend(node.children)
         sha = node.sha
         node.stored = sha in found.stored
-        if sha in found.broken:
+        if quarantine and sha in found.broken:
             with contextlib.suppress(CorruptStateError):
                 store.quarantine(sha, "its record has no payload file")
         if node.tags and node.stored:

@@ -8,6 +8,8 @@ class (unknown when none is stored). The median, not the mean, so that one state
 loaded machine or hit a cold cache does not skew the estimate.
 
 A state that failed before is computed again by a run, so it is estimated like one to compute.
+Each row may also list the Functions a run would run on the state (their time is not
+estimated).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class PlanRow:
         action: ``compute``, ``stored``, ``failed before`` or ``skipped``.
         estimated_seconds: Expected wall time of computing it, in seconds: None when the
             run will not compute it or no state of its recipe class was recorded.
+        functions: Names of the Functions the run would run on it (results missing or
+            outdated), in order.
     """
 
     state_id: str
@@ -55,6 +59,7 @@ class PlanRow:
     recipe_class: str
     action: PlanAction
     estimated_seconds: float | None = None
+    functions: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,19 +96,31 @@ class PlanReport:
         )
 
     @property
+    def functions(self) -> int:
+        """How many Function results the run would compute, over all rows."""
+        return sum(len(row.functions) for row in self.rows)
+
+    @property
     def unknown(self) -> int:
         """How many rows to run have no estimate (no stored state of their recipe class)."""
         return sum(1 for row in self.to_run if row.estimated_seconds is None)
 
     def summary(self) -> str:
-        """One line: ``"3 to compute (~12 s, 1 unknown), 5 stored, 1 failed before, ..."``."""
+        """One line: ``"2 to compute, 5 stored, 1 failed before, 0 skipped, 3 Functions to run,
+        estimated ~12 s + 1 of unknown duration"`` (the Functions part only when there are
+        some; ``no estimate (N of unknown duration)`` when no state to run has one)."""
         parts = [
             f"{self.count('compute')} to compute",
             f"{self.count('stored')} stored",
             f"{self.count('failed before')} failed before",
             f"{self.count('skipped')} skipped",
         ]
-        if self.to_run:
+        if self.functions:
+            parts.append(f"{self.functions} Function{'s' if self.functions != 1 else ''} to run")
+        if self.to_run and self.unknown == len(self.to_run):
+            # "~0 ms" would read as a promise: nothing of these recipe classes was recorded.
+            parts.append(f"no estimate ({self.unknown} of unknown duration)")
+        elif self.to_run:
             estimate = f"~{format_seconds(self.estimated_seconds)}"
             if self.unknown:
                 estimate += f" + {self.unknown} of unknown duration"
@@ -118,8 +135,15 @@ class PlanReport:
                 out); None shows all.
         """
         shown = list(self.rows if max_rows is None else self.rows[:max_rows])
-        header = ("state", "recipe", "action", "estimate")
-        cells = [(row.state_id[:12], row.recipe, row.action, _estimate_cell(row)) for row in shown]
+        header: tuple[str, ...] = ("state", "recipe", "action", "estimate")
+        cells: list[tuple[str, ...]] = [
+            (row.state_id[:12], row.recipe, row.action, _estimate_cell(row)) for row in shown
+        ]
+        if any(row.functions for row in self.rows):
+            header += ("functions",)
+            cells = [
+                (*line, ", ".join(row.functions)) for line, row in zip(cells, shown, strict=True)
+            ]
         widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
         lines = []
         for line in [header, *cells]:
@@ -129,6 +153,7 @@ class PlanReport:
                     line[1].ljust(widths[1]),
                     line[2].ljust(widths[2]),
                     line[3].rjust(widths[3]),
+                    *(cell.ljust(width) for cell, width in zip(line[4:], widths[4:], strict=True)),
                 ]
             )
             lines.append(text.rstrip())
@@ -143,10 +168,18 @@ class PlanReport:
 
     def to_dataframe(self) -> Any:
         """A ``pandas.DataFrame``, one row per state: ``state_id``, ``recipe``,
-        ``recipe_class``, ``action``, ``estimated_seconds`` (NaN when unknown or not run)."""
+        ``recipe_class``, ``action``, ``estimated_seconds`` (NaN when unknown or not run),
+        ``functions`` (a list of names)."""
         import pandas as pd
 
-        columns = ["state_id", "recipe", "recipe_class", "action", "estimated_seconds"]
+        columns = [
+            "state_id",
+            "recipe",
+            "recipe_class",
+            "action",
+            "estimated_seconds",
+            "functions",
+        ]
         return pd.DataFrame(
             [
                 {
@@ -154,6 +187,7 @@ class PlanReport:
                     "estimated_seconds": math.nan
                     if row.estimated_seconds is None
                     else row.estimated_seconds,
+                    "functions": list(row.functions),
                 }
                 for row in self.rows
             ],
@@ -192,7 +226,8 @@ def build_plan_report(
     Args:
         rows: One mapping per planned state, in run order, with ``state_id`` (str),
             ``recipe`` (str, for people), ``recipe_class`` (str) and ``action``
-            (``"compute"``, ``"stored"``, ``"failed before"`` or ``"skipped"``).
+            (``"compute"``, ``"stored"``, ``"failed before"`` or ``"skipped"``); optionally
+            ``functions`` (the names of the Functions to run on it).
         history: Records of stored states, as :func:`median_durations` takes them.
 
     Raises:
@@ -222,6 +257,7 @@ def build_plan_report(
                 recipe_class=str(row["recipe_class"]),
                 action=action,
                 estimated_seconds=estimate,
+                functions=tuple(str(name) for name in row.get("functions", ())),
             )
         )
     return PlanReport(tuple(built))

@@ -5,8 +5,10 @@ place that knows their JSON keys. Everyone else passes these objects around.
 
     StateRecord       states/<id>.json: how a state was made (written last: it commits the
                       state); a failed state's record has status FAILED and an ``error``
-    Notes             states/<id>.notes.json: what was learned later (tags, Function results)
+    Notes             states/<id>.notes.json: what was learned later (tags, Function results,
+                      the last audit)
     ResultEntry       one recorded Function result inside Notes
+    AuditNote         the outcome of the last audit of a state, inside Notes
     ExperimentMeta    experiment.json: format, roots, state class, versions
 
 Parsing validates the shape of a document (types of every field it uses) and raises
@@ -29,7 +31,10 @@ from typing import Any
 from ._names import display
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "FORMAT_VERSION",
+    "MAX_AUDIT_PATHS",
+    "AuditNote",
     "ErrorInfo",
     "ExperimentMeta",
     "InvalidRecordError",
@@ -421,6 +426,11 @@ class ResultEntry:
         error: Why the Function failed.
         seconds: How long it ran.
         created: When it ran.
+        mutated: The attribute paths of the state that the Function changed while it ran
+            (``("model.bn1.running_mean", "model.training")``): its result was computed on
+            a state it mutated. Empty when the state was checked and found unchanged; None
+            when it was not checked (a record written before the check existed, or a run
+            with ``check_read_only=False``).
     """
 
     code: str
@@ -434,6 +444,7 @@ class ResultEntry:
     error: ErrorInfo | None = None
     seconds: float | None = None
     created: str = ""
+    mutated: tuple[str, ...] | None = None
 
     @property
     def failed(self) -> bool:
@@ -451,6 +462,12 @@ class ResultEntry:
     def with_timing(self, seconds: float, created: str) -> ResultEntry:
         values = {name: getattr(self, name) for name in ResultEntry.__dataclass_fields__}
         values.update(seconds=seconds, created=created)
+        return ResultEntry(**values)
+
+    def with_mutated(self, paths: tuple[str, ...] | list[str] | None) -> ResultEntry:
+        """This entry with the paths its Function changed (empty: checked, unchanged)."""
+        values = {name: getattr(self, name) for name in ResultEntry.__dataclass_fields__}
+        values.update(mutated=None if paths is None else tuple(paths))
         return ResultEntry(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -472,6 +489,8 @@ class ResultEntry:
             document["seconds"] = self.seconds
         if self.created:
             document["created"] = self.created
+        if self.mutated is not None:
+            document["mutated"] = list(self.mutated)
         return document
 
     @classmethod
@@ -483,6 +502,7 @@ class ResultEntry:
         if error is None and file is None and "value" not in document:
             raise InvalidRecordError("result has neither `value`, `file` nor `error`")
         seconds = _field(document, "seconds", (int, float, type(None)), what, None)
+        mutated = document.get("mutated")
         return cls(
             code=_field(document, "code", str, what, ""),
             value=document.get("value"),
@@ -495,36 +515,116 @@ class ResultEntry:
             error=ErrorInfo.from_json(error) if error is not None else None,
             seconds=float(seconds) if seconds is not None else None,
             created=_field(document, "created", str, what, ""),
+            mutated=_strings(mutated, "result `mutated`") if mutated is not None else None,
         )
+
+
+#: The outcomes an audit records on a state (:class:`AuditNote`).
+AUDIT_OUTCOMES = ("reproduced", "differs", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditNote:
+    """The outcome of the last audit of a state (``dagger audit``, ``Experiment.audit``).
+
+    Attributes:
+        outcome: ``reproduced`` (recomputed from its stored parent, every attribute equal
+            within the tolerances), ``differs`` (some attribute differs: see
+            ``differences``) or ``error`` (the recipe raised when it was recomputed).
+        created: When the audit ran (ISO 8601, UTC).
+        rtol: The relative tolerance it compared with (0 with ``atol`` 0: bitwise).
+        atol: The absolute tolerance, in the values' units.
+        differences: The attribute paths that differ (``outcome == "differs"``), at most
+            :data:`MAX_AUDIT_PATHS` of them.
+        error: What the recipe raised (``outcome == "error"``): ``Type: message``.
+        environment: Where the audit ran (:func:`dagger.environment.capture_environment`).
+    """
+
+    outcome: str
+    created: str
+    rtol: float = 0.0
+    atol: float = 0.0
+    differences: tuple[str, ...] = ()
+    error: str = ""
+    environment: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "outcome": self.outcome,
+            "created": self.created,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "differences": list(self.differences),
+        }
+        if self.error:
+            document["error"] = self.error
+        if self.environment is not None:
+            document["environment"] = self.environment
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any) -> AuditNote:
+        what = "audit"
+        _expect(document, dict, what)
+        outcome = _field(document, "outcome", str, what)
+        if outcome not in AUDIT_OUTCOMES:
+            raise InvalidRecordError(f"audit outcome {outcome!r} is unknown")
+        environment = document.get("environment")
+        if environment is not None:
+            _expect(environment, dict, "audit `environment`")
+        return cls(
+            outcome=outcome,
+            created=_field(document, "created", str, what, ""),
+            rtol=_field(document, "rtol", float, what, 0.0),
+            atol=_field(document, "atol", float, what, 0.0),
+            differences=_strings(document.get("differences", []), "audit `differences`"),
+            error=_field(document, "error", str, what, ""),
+            environment=environment,
+        )
+
+
+#: How many differing paths an AuditNote keeps (the audit's report lists them all).
+MAX_AUDIT_PATHS = 50
 
 
 @dataclass(frozen=True, slots=True)
 class Notes:
-    """What was learned about a state after it was stored: tags gained, Function results."""
+    """What was learned about a state after it was stored: tags gained, Function results, and
+    the outcome of its last audit (None if it was never audited)."""
 
     tags: tuple[str, ...] = ()
     results: dict[str, ResultEntry] = field(default_factory=dict)
+    audit: AuditNote | None = None
 
     def merged(
-        self, tags: tuple[str, ...] | list[str] = (), results: Mapping[str, ResultEntry] = {}
+        self,
+        tags: tuple[str, ...] | list[str] = (),
+        results: Mapping[str, ResultEntry] = {},
+        audit: AuditNote | None = None,
     ) -> Notes:
-        """These notes with more tags (kept in order, no duplicates) and results (replacing)."""
+        """These notes with more tags (kept in order, no duplicates), results (replacing) and
+        the latest audit (replacing, when given)."""
         merged_tags = self.tags + tuple(tag for tag in dict.fromkeys(tags) if tag not in self.tags)
-        return Notes(merged_tags, {**self.results, **results})
+        return Notes(merged_tags, {**self.results, **results}, audit or self.audit)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "tags": list(self.tags),
             "results": {name: entry.to_json() for name, entry in self.results.items()},
         }
+        if self.audit is not None:
+            document["audit"] = self.audit.to_json()
+        return document
 
     @classmethod
     def from_json(cls, document: Any) -> Notes:
         _expect(document, dict, "notes")
         results = _field(document, "results", dict, "notes", {})
+        audit = document.get("audit")
         return cls(
             _strings(document.get("tags", []), "notes `tags`"),
             {str(name): ResultEntry.from_json(entry) for name, entry in results.items()},
+            AuditNote.from_json(audit) if audit is not None else None,
         )
 
 

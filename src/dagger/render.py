@@ -160,6 +160,10 @@ class StateFacts:
         result_reprs: The names in ``results`` whose value is a repr, not the value.
         function_errors: ``{name: {"type", "message", ...}}`` of Functions that failed.
         environment: What the record says about where the state was computed, if anything.
+        mutated: ``{name: changed paths}`` of the Functions whose result was computed on the
+            state while they changed it.
+        audit: The outcome of the state's last audit (``reproduced``, ``differs``,
+            ``error``), or None.
     """
 
     id: str
@@ -176,6 +180,8 @@ class StateFacts:
     result_reprs: frozenset[str] = frozenset()
     function_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     environment: dict[str, Any] | None = None
+    mutated: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    audit: str | None = None
 
 
 def facts(state: ExperimentState) -> StateFacts:
@@ -194,12 +200,15 @@ def facts(state: ExperimentState) -> StateFacts:
     stored_results = info.results
     results: dict[str, Any] = {}
     reprs: set[str] = set()
+    mutated: dict[str, tuple[str, ...]] = {}
     for result_name in stored_results:
         if isinstance(stored_results, Results):
             entry = stored_results.entry(result_name)
             results[result_name] = entry.summary() if entry.inline else str(entry.repr or "?")
             if not entry.inline:
                 reprs.add(result_name)
+            if entry.mutated:
+                mutated[result_name] = entry.mutated
         else:  # a state of a live run holds plain values
             results[result_name] = stored_results[result_name]
     errors = stored_results.errors if isinstance(stored_results, Results) else {}
@@ -221,6 +230,8 @@ def facts(state: ExperimentState) -> StateFacts:
         result_reprs=frozenset(reprs),
         function_errors={str(key): value.to_json() for key, value in errors.items()},
         environment=dict(environment) if isinstance(environment, Mapping) else None,
+        mutated=mutated,
+        audit=info.notes.audit.outcome if info.notes.audit is not None else None,
     )
 
 
@@ -374,6 +385,10 @@ def _line(fact: StateFacts) -> str:
         parts.append(f"(+{hidden} more results)")
     for name, kind in _function_errors(fact):
         parts.append(f"{name}: FAILED {kind}")
+    for name, paths in fact.mutated.items():
+        parts.append(f"{name}: CHANGED THE STATE ({_shorten(', '.join(paths), VALUE_WIDTH)})")
+    if fact.audit is not None:
+        parts.append(f"audit: {fact.audit}")
     return "  ".join(parts)
 
 

@@ -12,7 +12,13 @@ Given a plan (:mod:`dagger.plan`) and a store, the runner walks it depth-first:
   them, states and Functions counted apart;
 * every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
 * a per-state lock keeps two processes from computing one state: the second waits, then
-  finds the record and uses it.
+  finds the record and uses it;
+* Functions are checked to be read-only: the state's content digest
+  (:func:`dagger.digest.state_digest`) is taken before the first Function on a state and after
+  each one; a Function that changed the state is reported (:class:`Mutation`) and recorded on
+  its result (``ResultEntry.mutated``), and the state is loaded again from the store (where it
+  was saved before any Function ran), so the Functions and children after it never see the
+  change.
 
 The runner knows nothing of experiments: it gets a store, the state class and the object
 states call back (``experiment_object``). Running on an executor is :mod:`dagger.executors`.
@@ -33,6 +39,7 @@ from typing import Any
 from ._compat import call_method
 from ._names import class_path, short_id
 from ._version import __version__
+from .digest import StateDigest, digest_changes, state_digest
 from .errors import DaggerError, RecipeResultError, RunError
 from .loading import load_state, new_root
 from .plan import PlanNode, count
@@ -42,7 +49,7 @@ from .state import ExperimentState, adopt
 from .store import Results, Store
 from .store.payload import clear_transient, copy_payload
 
-__all__ = ["Failure", "RunReport", "Runner", "first_cause", "shorten_traceback"]
+__all__ = ["Failure", "Mutation", "RunReport", "Runner", "first_cause", "shorten_traceback"]
 
 logger = logging.getLogger("dagger")
 
@@ -208,6 +215,35 @@ def _exception_from(data: bytes) -> BaseException | None:
 
 
 @dataclass
+class Mutation:
+    """A Function that changed the state it was given (it should only read it).
+
+    Attributes:
+        state_id: The state's id.
+        recipe: The recipe that made the state (``root`` for a root).
+        function: The Function's result name.
+        paths: The attribute paths whose content changed (``model.bn1.running_mean``,
+            ``model.training``), sorted.
+    """
+
+    state_id: str
+    recipe: str
+    function: str
+    paths: tuple[str, ...]
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.paths[:MUTATION_PATHS_SHOWN])
+        more = len(self.paths) - MUTATION_PATHS_SHOWN
+        if more > 0:
+            shown += f" and {more} more"
+        return f"Function `{self.function}` changed {self.state_id[:12]} {self.recipe}: {shown}"
+
+
+# How many changed paths a Mutation's text names (all are in ``paths`` and in the record).
+MUTATION_PATHS_SHOWN = 5
+
+
+@dataclass
 class RunReport:
     """What a run did.
 
@@ -226,6 +262,8 @@ class RunReport:
         seconds: Wall time of the run.
         failures: One entry per failed state or Function.
         computed_ids: Ids of the states computed by this run, in order.
+        mutated: Function results computed on a state that the Function changed.
+        mutations: One entry per such Function: state, Function, changed paths.
     """
 
     computed: int = 0
@@ -238,6 +276,8 @@ class RunReport:
     computed_ids: list[str] = field(default_factory=list)
     function_failures: int = 0
     not_attempted: int = 0
+    mutated: int = 0
+    mutations: list[Mutation] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (
@@ -248,6 +288,12 @@ class RunReport:
             text += f", {self.function_failures} function(s) failed"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
+        if self.mutated:
+            one = self.mutated == 1
+            text += (
+                f", {self.mutated} Function{'' if one else 's'} changed the state "
+                f"{'it' if one else 'they'} read"
+            )
         return text + f" in {self.seconds:.2f} s"
 
 
@@ -308,6 +354,8 @@ class Runner:
             when stderr is a terminal, log lines otherwise (:mod:`dagger.progress`).
         failed_before: Ids of the plan's states that failed in an earlier run.
         log_interval: Seconds between two summaries in the log.
+        check_read_only: Digest each state before and after each Function that runs on it,
+            to catch and undo a Function that changes it (default). False skips the digests.
     """
 
     def __init__(
@@ -320,6 +368,7 @@ class Runner:
         progress: bool | str | None = None,
         failed_before: set[str] | None = None,
         log_interval: float = DEFAULT_INTERVAL,
+        check_read_only: bool = True,
     ) -> None:
         self.store = store
         self.state_class = state_class
@@ -335,6 +384,7 @@ class Runner:
         self.progress = Progress(None, 0, self._counts)
         #: (id, recipe, seconds) of each state this runner computed, for a coordinator's log.
         self.computed_lines: list[tuple[str, str, float]] = []
+        self.check_read_only = check_read_only
 
     # -- the run as a whole ----------------------------------------------------------------------
 
@@ -621,6 +671,7 @@ class Runner:
             self._fail(node, failed)
             return
         results: dict[str, ResultEntry] = {}
+        before = self._digest(node, state)
         for name in node.pending:
             function = node.functions[name]
             started = time.perf_counter()
@@ -630,7 +681,9 @@ class Runner:
             try:
                 value = function.op(state)
                 entry = self.store.store_result(node.sha, name, value, code)
+                seconds = time.perf_counter() - started
             except Exception as error:
+                seconds = time.perf_counter() - started
                 failure = Failure.of(
                     error, state_id=node.sha, recipe=node.describe(), function=name
                 )
@@ -640,8 +693,25 @@ class Runner:
                 logger.error("Function %s on %s failed: %s", name, short_id(node.sha), error)
             else:
                 self.report.functions += 1
-            seconds = time.perf_counter() - started
-            results[name] = entry.with_timing(seconds, now())
+            entry = entry.with_timing(seconds, now())
+            after = self._digest(node, state) if before is not None else None
+            if before is not None and after is not None:
+                # Checked whether the Function raised or not: one that trained half an epoch
+                # and then failed changed the state just as much.
+                changed = tuple(digest_changes(before, after))
+                entry = entry.with_mutated(changed)
+                if changed:
+                    self._mutated(node, name, changed)
+                    try:
+                        state = self._reload(held)
+                    except Failed as failed:
+                        results[name] = entry
+                        self.tick()
+                        self._fail(node, failed)
+                        break
+                    after = self._digest(node, state)
+                before = after
+            results[name] = entry
             self.tick()
             if not entry.failed:
                 self.progress.function(name, node.sha, seconds)
@@ -650,3 +720,41 @@ class Runner:
         state.dagger.results = Results(notes.results, self.store.load_result)
         if any(entry.failed for entry in results.values()) and not self.keep_going:
             raise Stop()
+
+    def _digest(self, node: PlanNode, state: ExperimentState) -> StateDigest | None:
+        """The state's content digest, or None when not checking (or it cannot be taken)."""
+        if not self.check_read_only:
+            return None
+        try:
+            return state_digest(state)
+        except Exception as error:
+            logger.warning(
+                "Cannot check that Functions leave state %s unchanged (%s: %s); its results "
+                "are recorded as unchecked.",
+                short_id(node.sha),
+                type(error).__name__,
+                error,
+            )
+            return None
+
+    def _mutated(self, node: PlanNode, name: str, paths: tuple[str, ...]) -> None:
+        mutation = Mutation(node.sha, node.describe(), name, paths)
+        self.report.mutated += 1
+        self.report.mutations.append(mutation)
+        logger.warning(
+            "%s. A Function must only read the state: its result is recorded as computed on a "
+            "state it changed (ResultEntry.mutated, the `mutated.%s` column), and the state is "
+            "loaded again from the store, so what runs after it sees it unchanged. Make the "
+            "Function read-only: evaluate in eval mode under torch.no_grad() and set back any "
+            "mode it changes, or work on a copy (copy.deepcopy(state.model)).",
+            mutation,
+            name,
+        )
+
+    def _reload(self, held: Held) -> ExperimentState:
+        """The state as stored, in place of an in-memory copy that a Function changed.
+
+        Functions run after the state is saved, so the store holds it as it was before them.
+        """
+        held.state = None
+        return held.peek()

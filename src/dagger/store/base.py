@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from ..record import ExperimentMeta, Notes, ResultEntry, StateRecord
+from ..record import AuditNote, ExperimentMeta, Notes, ResultEntry, StateRecord
 
 __all__ = ["SlimEntry", "Store", "Survey"]
 
@@ -131,8 +131,9 @@ class Store(Protocol):
         *,
         tags: list[str] | tuple[str, ...] = (),
         results: dict[str, ResultEntry] | None = None,
+        audit: AuditNote | None = None,
     ) -> Notes:
-        """Merge tags and results into a state's notes (under its lock)."""
+        """Merge tags, results and an audit's outcome into a state's notes (under its lock)."""
         ...
 
     def store_result(self, state_id: str, name: str, value: Any, code: str) -> ResultEntry:

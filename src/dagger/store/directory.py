@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from ..errors import CorruptStateError, ExperimentDefinitionError, StoreError
 from ..record import (
+    AuditNote,
     ExperimentMeta,
     InvalidRecordError,
     Notes,
@@ -357,11 +358,12 @@ class DirectoryStore:
         *,
         tags: list[str] | tuple[str, ...] = (),
         results: dict[str, ResultEntry] | None = None,
+        audit: AuditNote | None = None,
     ) -> Notes:
-        """Merge tags and results into a state's notes file (read, merge, replace)."""
+        """Merge tags, results and an audit into a state's notes file (read, merge, replace)."""
         with self.lock(state_id), os_errors(f"annotate state {state_id[:12]}", self.states_dir):
             notes = self.read_notes(state_id)
-            updated = notes.merged(tags, results or {})
+            updated = notes.merged(tags, results or {}, audit)
             if updated != notes:
                 rec.write_json(
                     self.states_dir / rec.notes_name(state_id),

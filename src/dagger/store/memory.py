@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from ..errors import CorruptStateError, NotAnExperimentError
-from ..record import ExperimentMeta, Notes, PayloadInfo, ResultEntry, StateRecord
+from ..record import AuditNote, ExperimentMeta, Notes, PayloadInfo, ResultEntry, StateRecord
 from .base import SlimEntry, Survey
 from .payload import dumps_payload, dumps_state, loads_payload
 from .results import is_plain_json, short_repr
@@ -134,9 +134,10 @@ class MemoryStore:
         *,
         tags: list[str] | tuple[str, ...] = (),
         results: dict[str, ResultEntry] | None = None,
+        audit: AuditNote | None = None,
     ) -> Notes:
         with self.lock(state_id):
-            updated = self.read_notes(state_id).merged(tags, results or {})
+            updated = self.read_notes(state_id).merged(tags, results or {}, audit)
             self.notes[state_id] = updated
         return updated
 
