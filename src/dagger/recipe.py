@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ExperimentDefinitionError
-from .fingerprint import class_fingerprint, function_fingerprint
+from .fingerprint import class_fingerprint, code_digest, function_fingerprint
 from .hashing import digest, encode, register
 from .store.records import jsonable
 
@@ -160,6 +160,7 @@ def child_sha(
                 "of the identity), pass a plain value that describes it instead, or register "
                 "an encoder with `dagger.hashing.register`."
             ),
+            code=code_digest,
         )
         for key, value in properties.items()
     }
@@ -210,9 +211,9 @@ class Function:
         described: Any
         if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
             described, code = op, function_fingerprint(op)
-        else:  # a callable object: its class and the code of its __call__
-            described, code = type(op), function_fingerprint(type(op).__call__)
-        return digest("function", described, code, what=f"Function `{self.name}`")
+        else:  # a callable object: its class's code and its instance attributes
+            described, code = type(op), function_fingerprint(op)
+        return digest("function", described, code, what=f"Function `{self.name}`", code=code_digest)
 
     def __repr__(self) -> str:
         return f"Function({self.name})"

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import MissingPropertyError
-from .fingerprint import function_fingerprint
+from .fingerprint import class_fingerprint, code_digest
 from .hashing import digest, encode
 
 if TYPE_CHECKING:
@@ -131,10 +131,11 @@ class ExperimentState:
 
     @classmethod
     def code_identity(cls) -> str:
-        """VERSION if set, else a fingerprint of ``initialize_state`` (wherever it comes from)."""
+        """VERSION if set, else the fingerprint of the class's code below ExperimentState
+        (``initialize_state`` wherever it comes from, and what it calls)."""
         if cls.VERSION is not None:
             return f"version:{cls.VERSION}"
-        return "code:" + function_fingerprint(cls.initialize_state)
+        return "code:" + class_fingerprint(cls, ExperimentState)
 
     @classmethod
     def root_sha(cls, experiment_arguments: dict[str, Any]) -> str:
@@ -152,6 +153,7 @@ class ExperimentState:
                     "of the identity), pass a plain value that describes it instead, or "
                     "register an encoder with `dagger.hashing.register`."
                 ),
+                code=code_digest,
             )
             for name, value in cls.identity_arguments(experiment_arguments).items()
         }
