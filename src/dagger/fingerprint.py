@@ -69,6 +69,7 @@ import itertools
 import linecache
 import logging
 import os
+import re
 import reprlib
 import sys
 import sysconfig
@@ -216,7 +217,7 @@ def _site_dirs() -> tuple[str, ...]:
     if _site_folders is None:
         import site
 
-        found = set()
+        found: dict[str, None] = {}
         candidates = [*sys.path]
         try:
             candidates += [*site.getsitepackages(), site.getusersitepackages()]
@@ -228,8 +229,8 @@ def _site_dirs() -> tuple[str, ...]:
                 "site-packages",
                 "dist-packages",
             ):
-                found.add(os.path.realpath(folder) + os.sep)
-        _site_folders = tuple(sorted(found))
+                found[os.path.realpath(folder) + os.sep] = None
+        _site_folders = tuple(found)
     return _site_folders
 
 
@@ -241,18 +242,38 @@ def _stdlib_dirs() -> tuple[str, ...]:
     )
 
 
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@functools.cache
+def _installed_distributions() -> dict[str, tuple[str, str]]:
+    """Normalised name -> (name, version) of every distribution in a site folder, read from
+    the folder names alone (``{name}-{version}.dist-info``, the wheel format, PEP 427): one
+    directory listing instead of parsing each distribution's metadata."""
+    found: dict[str, tuple[str, str]] = {}
+    for folder in _site_dirs():  # in sys.path order: the first one found is imported
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in names:
+            if entry.endswith(".dist-info"):
+                name, _, version = entry[: -len(".dist-info")].partition("-")
+                if name and version:
+                    found.setdefault(_normalised(name), (name, version))
+    return found
+
+
 def _distribution_version(top: str) -> str:
     """``"dist version"`` of the distribution that installed top-level module ``top``."""
     cached = _DISTRIBUTIONS.get(top)
     if cached is not None:
         return cached
     found = None
-    for name in dict.fromkeys((top, top.replace("_", "-"))):
-        try:
-            found = f"{name} {importlib.metadata.version(name)}"
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    installed = _installed_distributions().get(_normalised(top))
+    if installed is not None:
+        found = f"{installed[0]} {installed[1]}"
     if found is None:
         global _packages_distributions
         if _packages_distributions is None:
@@ -555,7 +576,10 @@ def _warn_no_source(code: types.CodeType, module_globals: Mapping[str, Any] | No
 def _file_index(
     filename: str, module_globals: Mapping[str, Any] | None
 ) -> dict[int, list[ast.AST]] | None:
-    """Function and lambda nodes of a source file, by the first line of their code object."""
+    """Function and lambda nodes of a source file, by the first line of their code object.
+
+    Docstrings are dropped from the whole tree here, once per file (they never count).
+    """
     lines = linecache.getlines(filename, module_globals)  # type: ignore[arg-type]
     if not lines:
         return None
@@ -569,6 +593,8 @@ def _file_index(
         return None
     index: dict[int, list[ast.AST]] = {}
     for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            _drop_docstring(node)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             index.setdefault(first, []).append(node)
@@ -636,20 +662,15 @@ def _find_node(code: types.CodeType, index: dict[int, list[ast.AST]]) -> ast.AST
     return inside[-1] if inside else None
 
 
-class _DropDocstrings(ast.NodeTransformer):
-    def _strip(self, node: Any) -> Any:
-        self.generic_visit(node)
-        body = node.body
-        if (
-            body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-        return node
-
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _strip
+def _drop_docstring(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+    body = node.body
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        node.body = body[1:] or [ast.Pass()]
 
 
 def _source_digest(code: types.CodeType, module_globals: Mapping[str, Any] | None) -> str | None:
@@ -664,9 +685,9 @@ def _source_digest(code: types.CodeType, module_globals: Mapping[str, Any] | Non
     if node is None:
         return None
     # ast.unparse gives one canonical text for a syntax tree (comments, layout and quoting
-    # gone) and, unlike ast.dump, does not change when a Python release adds node fields.
-    # Dropping docstrings edits the cached tree in place: the same for every later reader.
-    normalised = ast.unparse(_DropDocstrings().visit(node))
+    # gone; docstrings were dropped when the file was parsed) and, unlike ast.dump, does not
+    # change when a Python release adds node fields.
+    normalised = ast.unparse(node)
     return hashlib.sha256(normalised.encode()).hexdigest()
 
 
@@ -863,7 +884,10 @@ def _all_hold(values: Sequence[Any], markers: Sequence[Marker]) -> bool:
             target = marker[1]()
             if target is None or value is not target:
                 return False
-        elif not _holds(value, marker):
+        elif tag == _EQ:
+            if value != marker[1]:
+                return False
+        elif tag != _ANY and not _holds(value, marker):
             return False
     return True
 
@@ -911,7 +935,10 @@ def _still_valid(checks: Sequence[Check]) -> bool:
             current = fetch()
         except Exception:  # a slot that cannot be read any more: recompute
             return False
-        if not _holds(current, marker):
+        if marker[0] == _ALL:
+            if current is _DEAD or not _all_hold(current, marker[1]):
+                return False
+        elif not _holds(current, marker):
             return False
     return True
 
@@ -943,30 +970,37 @@ def _read_globals(
     )
 
 
-def _function_state(func: types.FunctionType) -> tuple[Any, ...]:
-    """What a function's identity reads of the function object itself, in a fixed order:
-    code, ``__wrapped__``, defaults, keyword defaults, closure cells."""
+def _function_state(func: types.FunctionType, out: list[Any]) -> None:
+    """Append what an identity reads of the function object itself, in a fixed order:
+    code, ``__wrapped__``, defaults (count first), keyword defaults (names first), cells."""
+    out.append(func.__code__)
+    out.append(vars(func).get("__wrapped__", _MISSING))
     defaults = func.__defaults__ or ()
+    out.append(len(defaults))
+    out.extend(defaults)
     keyword = func.__kwdefaults__ or {}
-    cells = []
+    out.append(tuple(keyword))
+    out.extend(keyword.values())
     for cell in func.__closure__ or ():
         try:
-            cells.append(cell.cell_contents)
+            out.append(cell.cell_contents)
         except ValueError:
-            cells.append(_EMPTY)
-    return (
-        func.__code__,
-        vars(func).get("__wrapped__", _MISSING),
-        len(defaults),
-        *defaults,
-        tuple(keyword),
-        *keyword.values(),
-        *cells,
-    )
+            out.append(_EMPTY)
 
 
-def _read_function(ref: weakref.ref[types.FunctionType]) -> Callable[[], Any]:
-    return lambda: _DEAD if (func := ref()) is None else _function_state(func)
+def _read_functions(refs: tuple[weakref.ref[types.FunctionType], ...]) -> Callable[[], Any]:
+    """The state of every function a walk expanded, as one flat list (one check for all)."""
+
+    def read() -> Any:
+        out: list[Any] = []
+        for ref in refs:
+            func = ref()
+            if func is None:
+                return _DEAD
+            _function_state(func, out)
+        return out
+
+    return read
 
 
 def _read_module(name: str) -> Callable[[], Any]:
@@ -991,6 +1025,9 @@ class _Walk:
         self.checks: list[Check] | None = []
         # id(module globals) -> (a function of that module, name -> marker of its value)
         self.global_markers: dict[int, tuple[weakref.ref[Any], dict[str, Marker]]] = {}
+        # the functions expanded, and the markers of their state, flat (see _function_state)
+        self.function_refs: list[weakref.ref[types.FunctionType]] = []
+        self.function_markers: list[Marker] = []
         self.code_calls = 0
 
     # -- entries and checks ------------------------------------------------------------------
@@ -1041,7 +1078,11 @@ class _Walk:
             (_read_globals(ref, tuple(markers)), (_ALL, tuple(markers.values())))
             for ref, markers in self.global_markers.values()
         ]
-        return [*self.checks, *grouped]
+        functions = (
+            _read_functions(tuple(self.function_refs)),
+            (_ALL, tuple(self.function_markers)),
+        )
+        return [*self.checks, *grouped, functions]
 
     def relative(self, module: str | None, qualname: str) -> str:
         return _relative(module, qualname, self.root_module)
@@ -1175,7 +1216,8 @@ class _Walk:
         if None in markers:
             self.checks = None
             return
-        self.checks.append((_read_function(weakref.ref(func)), (_ALL, tuple(markers))))
+        self.function_refs.append(weakref.ref(func))
+        self.function_markers.extend(cast(list[Marker], markers))
 
     def expand_wrapped(self, func: types.FunctionType, name: str) -> Marker | None:
         wrapped = vars(func).get("__wrapped__", _MISSING)
