@@ -492,6 +492,27 @@ def test_recursion_terminates(tmp_path):
     assert code_digest(module.registered) == code_digest(module.registered)
 
 
+def test_a_recipe_reading_an_instance_of_itself_terminates(tmp_path):
+    """The global's encoding asks for the recipe's identity while it is being computed."""
+    source = """
+    import dagger as dg
+
+    class Train(dg.Recipe):
+        def __init__(self, lr):
+            self.lr = lr
+
+        def run(self, state):
+            state.value = DEFAULT.lr * {factor}
+            return state
+
+    DEFAULT = Train(0.1)
+    """
+    one = load_module(tmp_path, source.format(factor=1))
+    two = load_module(tmp_path, source.format(factor=2))
+    assert recipe_identity(one.Train).fingerprint == recipe_identity(one.Train).fingerprint
+    assert child_sha(ROOT, one.Train(0.5)) != child_sha(ROOT, two.Train(0.5))
+
+
 def test_version_pins_the_code_identity(tmp_path):
     source = """
     import dagger as dg
@@ -745,3 +766,45 @@ def test_state_the_code_keeps_is_untracked_not_configuration(tmp_path):
     assert {entry.name for entry in cached_before.untracked} == {"CACHE", "SEEN"}
     module.cached(3)
     assert code_identity(module.cached).fingerprint == cached_before.fingerprint
+
+
+def test_every_slot_the_cached_identity_depends_on_is_read_again(tmp_path):
+    """The cached identity is reused only while every slot its walk read holds the same
+    thing: defaults, keyword defaults, closure cells, code, globals, and names not yet
+    defined."""
+    module = load_module(
+        tmp_path,
+        """
+        def make(step):
+            def advance(x, by=1, *, scale=2):
+                return (x + by) * scale * step * LATER
+            def set_step(value):
+                nonlocal step
+                step = value
+            return advance, set_step
+
+        def make_other(step):
+            def other(x, by=1, *, scale=2):
+                return x - step
+            return other
+        """,
+    )
+    advance, set_step = module.make(3)
+    seen = [code_identity(advance)]
+
+    def changed() -> list[str]:
+        seen.append(code_identity(advance))
+        return manifest_changes(seen[-2].manifest, seen[-1].manifest)
+
+    assert entries(seen[0])[("global", "LATER")].value == "undefined"
+    module.LATER = 1.5
+    assert changed() == ["global LATER undefined -> 1.5"]
+    advance.__defaults__ = (5,)
+    assert changed() == ["default make.<locals>.advance.by 1 -> 5"]
+    advance.__kwdefaults__ = {"scale": 4}
+    assert changed() == ["default make.<locals>.advance.scale 2 -> 4"]
+    set_step(7)
+    assert changed() == ["closure make.<locals>.advance.step 3 -> 7"]
+    advance.__code__ = module.make_other(1).__code__
+    assert "code of make.<locals>.advance changed" in changed()
+    assert code_identity(advance) is seen[-1]  # nothing changed since: the cached identity

@@ -26,8 +26,12 @@ What counts
   installed distribution (site-packages) as its distribution name and version, never by source.
   Dagger's own modules count by nothing, so upgrading dagger changes no id.
 * **Untracked**: a name whose value cannot be encoded (a logger, a connection, a model held in a
-  global) or that the code assigns itself (``global COUNTER``) never raises and never changes the
-  fingerprint; it is listed in the manifest with kind ``untracked``.
+  global), and state the code changes itself (a global or closure variable it assigns with
+  ``global``/``nonlocal``, or visibly mutates: ``calls.append(x)``, ``cache[key] = x``,
+  ``config.lr = x``) never raise and never change the fingerprint; they are listed in the
+  manifest with kind ``untracked``.
+* **Not seen**: names reached dynamically (``getattr(module, name)``, ``globals()[name]``),
+  attributes read from ``self`` beyond the class's own namespace, what a library does inside.
 
 "User code" means modules that are neither in the standard library nor inside a site-packages
 folder: ``__main__``, notebooks, the user's own modules (an editable install included).
@@ -39,8 +43,12 @@ Cost
 ----
 The analysis of a code object (reading and parsing its file, normalising, scanning bytecode) is
 done once per process and cached by the code object itself (a weak reference: nothing is kept
-alive). Everything else (values of globals, class attributes, closure cells) is re-read on every
-call, so an edited constant or ``Train.FACTOR = 5`` in a running notebook is seen.
+alive). Everything else (values of globals, class attributes, closure cells, defaults) is read
+again on every call, so an edited constant or ``Train.FACTOR = 5`` in a running notebook is
+seen. To make that cheap, the identity of a class or function is kept with the list of slots
+its walk read and a marker of what each held (a weak reference, an immutable builtin, or the
+digest of a mutable value); the next call re-reads the slots and walks again only if one
+changed. ``benchmarks/bench_identity.py`` measures both costs.
 
 Manifest entries
 ----------------
@@ -68,6 +76,7 @@ import importlib.util
 import itertools
 import linecache
 import logging
+import operator
 import os
 import re
 import reprlib
@@ -842,10 +851,13 @@ _BY_IDENTITY = (
 )
 
 # Marker tags.
-_IS, _REF, _EQ, _CONTENT, _WRAP, _PROP, _TYPE, _ANY, _NS, _REFS, _ALL = range(11)
+_IS, _REF, _EQ, _CONTENT, _WRAP, _PROP, _TYPE, _ANY = range(8)
 
 Marker = tuple[Any, ...]
-Check = tuple[Callable[[], Any], Marker]
+# A reader appends the current content of the slots it watches to a list; the markers of all
+# readers, in order, say what those slots held (see _still_valid).
+Reader = Callable[[list[Any]], None]
+Validation = tuple[tuple[Reader, ...], Marker]
 
 
 def _marker(value: Any) -> Marker | None:
@@ -871,25 +883,76 @@ def _marker(value: Any) -> Marker | None:
     return None
 
 
-def _all_hold(values: Sequence[Any], markers: Sequence[Marker]) -> bool:
-    if len(values) != len(markers):
-        return False
-    for value, marker in zip(values, markers, strict=True):
+_CALL = weakref.ref.__call__
+
+
+def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The items at ``positions`` of a sequence, as a tuple, in one C-level call."""
+    if len(positions) == 1:
+        position = positions[0]
+        return lambda values: (values[position],)
+    return operator.itemgetter(*positions)
+
+
+def _compile(markers: Sequence[Marker]) -> Marker:
+    """A group of markers, checked against a sequence of values mostly at C speed: identity
+    with the referents of weak references, identity with immutable builtins, then the rest."""
+    ref_positions, refs, atom_positions, atoms, others = [], [], [], [], []
+    for position, marker in enumerate(markers):
         tag = marker[0]
-        # The two common markers inline: this loop is what a cached call costs.
-        if tag == _IS:
-            if value is not marker[1]:
-                return False
-        elif tag == _REF:
-            target = marker[1]()
-            if target is None or value is not target:
-                return False
-        elif tag == _EQ:
-            if value != marker[1]:
-                return False
-        elif tag != _ANY and not _holds(value, marker):
+        if tag == _REF:
+            ref_positions.append(position)
+            refs.append(marker[1])
+        elif tag == _IS or (
+            tag == _EQ and (marker[1] == () or (type(marker[1]) is int and 0 <= marker[1] < 256))
+        ):
+            atom_positions.append(position)  # () and small ints are singletons: `is` works
+            atoms.append(marker[1])
+        elif tag != _ANY:
+            others.append((position, marker))
+    return (
+        len(markers),
+        _picker(ref_positions) if refs else None,
+        tuple(refs),
+        _picker(atom_positions) if atoms else None,
+        tuple(atoms),
+        tuple(others),
+    )
+
+
+def _group_holds(values: Sequence[Any], group: Marker) -> bool:
+    count, pick_refs, refs, pick_atoms, atoms, others = group
+    if len(values) != count:
+        return False
+    if refs:
+        targets = tuple(map(_CALL, refs))
+        if None in targets:  # a referent died: whatever the slot holds now is something else
             return False
-    return True
+        if not all(map(operator.is_, pick_refs(values), targets)):
+            return False
+    if atoms and not all(map(operator.is_, pick_atoms(values), atoms)):
+        return False
+    return all(_holds(values[position], marker) for position, marker in others)
+
+
+def _dagger_owned(value: Any) -> bool:
+    """Whether ``value`` (in a dagger class's namespace) is dagger's own or an immutable
+    builtin: a check may hold it without keeping anything of the user's alive."""
+    if type(value) in _ATOMIC or isinstance(value, _DESCRIPTOR_TYPES):
+        return True
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        return all(f is None or _dagger_owned(f) for f in (value.fget, value.fset, value.fdel))
+    if isinstance(value, types.FunctionType):
+        return _module_kind(_function_home(value))[0] == _DAGGER
+    if isinstance(value, type):
+        return _module_kind(_class_home(value))[0] == _DAGGER
+    if type(value) in (list, tuple, set, frozenset):
+        return all(type(item) in _ATOMIC for item in value)
+    if type(value) is dict:
+        return all(type(item) in _ATOMIC for pair in value.items() for item in pair)
+    return False
 
 
 def _holds(current: Any, marker: Marker) -> bool:
@@ -899,12 +962,6 @@ def _holds(current: Any, marker: Marker) -> bool:
     if tag == _REF:
         target = marker[1]()
         return target is not None and current is target
-    if tag == _ALL:
-        return current is not _DEAD and _all_hold(current, marker[1])
-    if tag == _NS:
-        if current is _DEAD or tuple(current) != marker[1]:
-            return False
-        return _all_hold(tuple(current.values()), marker[2])
     if tag == _EQ:
         return bool(current == marker[1])
     if tag == _CONTENT:
@@ -920,67 +977,100 @@ def _holds(current: Any, marker: Marker) -> bool:
         )
     if tag == _TYPE:
         return type(current) is marker[1]()
-    if tag == _REFS:
-        return (
-            current is not _DEAD
-            and len(current) == len(marker[1])
-            and all(item is ref() for item, ref in zip(current, marker[1], strict=True))
-        )
     return tag == _ANY
 
 
-def _still_valid(checks: Sequence[Check]) -> bool:
-    for fetch, marker in checks:
-        try:
-            current = fetch()
-        except Exception:  # a slot that cannot be read any more: recompute
-            return False
-        if marker[0] == _ALL:
-            if current is _DEAD or not _all_hold(current, marker[1]):
-                return False
-        elif not _holds(current, marker):
-            return False
-    return True
+class _Gone(Exception):
+    """A reader's object was collected: the cached identity cannot be checked."""
 
 
-# Readers of slots; each holds weak references only.
-def _read_namespace(ref: weakref.ref[type]) -> Callable[[], Any]:
-    return lambda: _DEAD if (cls := ref()) is None else vars(cls)
+def _still_valid(validation: Validation) -> bool:
+    """Whether every slot a walk read still holds what it held: all readers fill one list,
+    compared against all markers at once (mostly C-level identity comparisons)."""
+    readers, group = validation
+    current: list[Any] = []
+    try:
+        for reader in readers:
+            reader(current)
+    except Exception:  # _Gone, or a slot that cannot be read any more: recompute
+        return False
+    return _group_holds(current, group)
+
+
+# Readers of slots; each holds weak references only, and raises _Gone when its object died.
+def _live(ref: weakref.ref[Any]) -> Any:
+    obj = ref()
+    if obj is None:
+        raise _Gone
+    return obj
+
+
+def _read_value(read: Callable[[], Any]) -> Reader:
+    return lambda out: out.append(read())
 
 
 def _read_attribute(ref: weakref.ref[Any], name: str) -> Callable[[], Any]:
-    return lambda: _DEAD if (obj := ref()) is None else getattr(obj, name, _MISSING)
+    return lambda: getattr(_live(ref), name, _MISSING)
 
 
-def _read_bases(ref: weakref.ref[type]) -> Callable[[], Any]:
-    return lambda: _DEAD if (cls := ref()) is None else cls.__bases__
+def _read_module(name: str) -> Callable[[], Any]:
+    return lambda: sys.modules.get(name, _MISSING)
 
 
-def _read_mro(ref: weakref.ref[type]) -> Callable[[], Any]:
-    return lambda: _DEAD if (cls := ref()) is None else cls.__mro__
+def _read_namespace(ref: weakref.ref[type]) -> Reader:
+    """A class's member names (one tuple), then its members."""
+
+    def read(out: list[Any]) -> None:
+        members = vars(_live(ref))
+        out.append(tuple(members))
+        out += members.values()
+
+    return read
 
 
-def _read_globals(
-    ref: weakref.ref[types.FunctionType], names: tuple[str, ...]
-) -> Callable[[], Any]:
+def _read_items(ref: weakref.ref[type]) -> Reader:
+    """A class's namespace as one tuple of (name, member) pairs."""
+    return lambda out: out.append(tuple(vars(_live(ref)).items()))
+
+
+def _read_classes(ref: weakref.ref[type], attribute: str) -> Reader:
+    """``__bases__`` or ``__mro__``: their count, then the classes."""
+
+    def read(out: list[Any]) -> None:
+        classes = getattr(_live(ref), attribute)
+        out.append(len(classes))
+        out += classes
+
+    return read
+
+
+def _read_globals(ref: weakref.ref[types.FunctionType], names: tuple[str, ...]) -> Reader:
     """The values of ``names`` in the globals of the function ``ref`` (one module)."""
     missing = itertools.repeat(_MISSING)
-    return lambda: (
-        _DEAD if (func := ref()) is None else tuple(map(func.__globals__.get, names, missing))
-    )
+
+    def read(out: list[Any]) -> None:
+        out += map(_live(ref).__globals__.get, names, missing)
+
+    return read
 
 
 def _function_state(func: types.FunctionType, out: list[Any]) -> None:
     """Append what an identity reads of the function object itself, in a fixed order:
     code, ``__wrapped__``, defaults (count first), keyword defaults (names first), cells."""
-    out.append(func.__code__)
-    out.append(vars(func).get("__wrapped__", _MISSING))
-    defaults = func.__defaults__ or ()
-    out.append(len(defaults))
-    out.extend(defaults)
-    keyword = func.__kwdefaults__ or {}
-    out.append(tuple(keyword))
-    out.extend(keyword.values())
+    attributes = func.__dict__
+    out += (func.__code__, attributes.get("__wrapped__", _MISSING) if attributes else _MISSING)
+    defaults = func.__defaults__
+    if defaults is None:
+        out.append(0)
+    else:
+        out.append(len(defaults))
+        out += defaults
+    keyword = func.__kwdefaults__
+    if keyword is None:
+        out.append(())
+    else:
+        out.append(tuple(keyword))
+        out += keyword.values()
     for cell in func.__closure__ or ():
         try:
             out.append(cell.cell_contents)
@@ -988,23 +1078,30 @@ def _function_state(func: types.FunctionType, out: list[Any]) -> None:
             out.append(_EMPTY)
 
 
-def _read_functions(refs: tuple[weakref.ref[types.FunctionType], ...]) -> Callable[[], Any]:
-    """The state of every function a walk expanded, as one flat list (one check for all)."""
-
-    def read() -> Any:
-        out: list[Any] = []
+def _read_functions(refs: tuple[weakref.ref[types.FunctionType], ...]) -> Reader:
+    def read(out: list[Any]) -> None:
         for ref in refs:
-            func = ref()
-            if func is None:
-                return _DEAD
-            _function_state(func, out)
-        return out
+            _function_state(_live(ref), out)
 
     return read
 
 
-def _read_module(name: str) -> Callable[[], Any]:
-    return lambda: sys.modules.get(name, _MISSING)
+def _read_simple_functions(refs: tuple[weakref.ref[types.FunctionType], ...]) -> Reader:
+    """Functions that had no defaults, closure or attributes (the common case): their code,
+    and what would show that they have some now."""
+
+    def read(out: list[Any]) -> None:
+        for ref in refs:
+            func = _live(ref)
+            out += (
+                func.__code__,
+                func.__defaults__,
+                func.__kwdefaults__,
+                func.__closure__,
+                len(func.__dict__),
+            )
+
+    return read
 
 
 # -- the walk itself ----------------------------------------------------------------------------
@@ -1022,12 +1119,16 @@ class _Walk:
         self.taken: dict[str, int] = {}  # node name -> id(object)
         self.alive: list[Any] = []  # keeps visited objects alive, so ids stay unique
         self.queue: collections.deque[tuple[Any, str, str, int]] = collections.deque()
-        self.checks: list[Check] | None = []
+        # how to check the identity later: readers and their markers; None once impossible
+        self.checks: list[tuple[Reader, list[Marker]]] | None = []
         # id(module globals) -> (a function of that module, name -> marker of its value)
         self.global_markers: dict[int, tuple[weakref.ref[Any], dict[str, Marker]]] = {}
         # the functions expanded, and the markers of their state, flat (see _function_state)
         self.function_refs: list[weakref.ref[types.FunctionType]] = []
         self.function_markers: list[Marker] = []
+        # functions without defaults, closure or attributes, and the markers of their state
+        self.simple_refs: list[weakref.ref[types.FunctionType]] = []
+        self.simple_markers: list[Marker] = []
         self.code_calls = 0
 
     # -- entries and checks ------------------------------------------------------------------
@@ -1053,11 +1154,13 @@ class _Walk:
         if marker is None:
             self.checks = None  # cannot tell cheaply: the next call walks again
         else:
-            self.checks.append((read, marker))
+            self.checks.append((_read_value(read), [marker]))
 
-    def watch_marker(self, read: Callable[[], Any], marker: Marker) -> None:
+    def watch_classes(self, cls: type, attribute: str) -> None:
         if self.checks is not None:
-            self.checks.append((read, marker))
+            classes = getattr(cls, attribute)
+            markers = [(_EQ, len(classes)), *((_REF, weakref.ref(k)) for k in classes)]
+            self.checks.append((_read_classes(weakref.ref(cls), attribute), markers))
 
     def watch_global(self, func: types.FunctionType, name: str, marker: Marker | None) -> None:
         """The global ``name`` of ``func``'s module: checked with all that module's globals."""
@@ -1071,18 +1174,20 @@ class _Walk:
             self.global_markers[key] = (weakref.ref(func), {})
         self.global_markers[key][1].setdefault(name, marker)
 
-    def final_checks(self) -> list[Check] | None:
+    def validation(self) -> Validation | None:
+        """How a later call checks this identity: every reader, and all markers compiled."""
         if self.checks is None:
             return None
-        grouped = [
-            (_read_globals(ref, tuple(markers)), (_ALL, tuple(markers.values())))
-            for ref, markers in self.global_markers.values()
-        ]
-        functions = (
-            _read_functions(tuple(self.function_refs)),
-            (_ALL, tuple(self.function_markers)),
-        )
-        return [*self.checks, *grouped, functions]
+        checks = [*self.checks]
+        for ref, by_name in self.global_markers.values():
+            checks.append((_read_globals(ref, tuple(by_name)), list(by_name.values())))
+        if self.function_refs:
+            checks.append((_read_functions(tuple(self.function_refs)), self.function_markers))
+        if self.simple_refs:
+            read = _read_simple_functions(tuple(self.simple_refs))
+            checks.append((read, self.simple_markers))
+        readers = tuple(reader for reader, _ in checks)
+        return (readers, _compile([marker for _, markers in checks for marker in markers]))
 
     def relative(self, module: str | None, qualname: str) -> str:
         return _relative(module, qualname, self.root_module)
@@ -1215,6 +1320,19 @@ class _Walk:
             return
         if None in markers:
             self.checks = None
+            return
+        if (
+            func.__defaults__ is None
+            and func.__kwdefaults__ is None
+            and func.__closure__ is None
+            and not func.__dict__
+        ):
+            self.simple_refs.append(weakref.ref(func))
+            self.simple_markers += (
+                (_REF, weakref.ref(func.__code__)),
+                *([(_IS, None)] * 3),
+                (_EQ, 0),
+            )
             return
         self.function_refs.append(weakref.ref(func))
         self.function_markers.extend(cast(list[Marker], markers))
@@ -1465,12 +1583,12 @@ class _Walk:
         ref = weakref.ref(cls)
         version = self.pinned(cls)
         if version is not None:
-            self.watch_marker(_read_mro(ref), (_REFS, tuple(map(weakref.ref, cls.__mro__))))
+            self.watch_classes(cls, "__mro__")
             self.watch(_read_attribute(ref, "VERSION"), getattr(cls, "VERSION", None))
             self.add("version", name, _sha("version", version), version)
             return
         bases = [self.base_name(base) for base in cls.__bases__ if base is not object]
-        self.watch_marker(_read_bases(ref), (_REFS, tuple(map(weakref.ref, cls.__bases__))))
+        self.watch_classes(cls, "__bases__")
         self.add("class", name, _sha("class", *bases), f"{cls.__name__}({', '.join(bases)})")
         members = vars(cls)
         contents: dict[str, Marker | None] = {}
@@ -1507,7 +1625,14 @@ class _Walk:
     ) -> None:
         if self.checks is None:
             return
-        markers = []
+        if not contents and all(map(_dagger_owned, members.values())):
+            # A dagger class nobody patched (every recipe's identity checks Recipe): its own
+            # objects may be held, and one tuple comparison in C checks them all. Equality is
+            # enough here: its functions and descriptors compare by identity, and its plain
+            # attributes are not part of any identity.
+            self.checks.append((_read_items(ref), [(_EQ, tuple(members.items()))]))
+            return
+        markers: list[Marker] = [(_EQ, tuple(members))]
         for attribute, member in members.items():
             if attribute in _SKIPPED_MEMBERS:
                 markers.append((_ANY,))
@@ -1522,7 +1647,7 @@ class _Walk:
                     self.checks = None
                     return
             markers.append(marker)
-        self.checks.append((_read_namespace(ref), (_NS, tuple(members), tuple(markers))))
+        self.checks.append((_read_namespace(ref), markers))
 
     def base_name(self, base: type) -> str:
         """Name of a base class in the manifest; a user base becomes a node of its own."""
@@ -1610,7 +1735,7 @@ _local = threading.local()
 
 # (id(obj), id(base)) -> (weakref to obj, weakref to base or None, checks, identity)
 _IDENTITIES: dict[
-    tuple[int, int], tuple[weakref.ref[Any], weakref.ref[Any] | None, list[Check], CodeIdentity]
+    tuple[int, int], tuple[weakref.ref[Any], weakref.ref[Any] | None, Validation, CodeIdentity]
 ] = {}
 
 
@@ -1631,14 +1756,31 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
         Never raises for a value it cannot encode: that name is listed as untracked.
     """
     key = (id(obj), id(base))
-    cached = _IDENTITIES.get(key)
-    if (
-        cached is not None
-        and cached[0]() is obj
-        and (cached[1] is None if base is None else cached[1] is not None and cached[1]() is base)
-        and _still_valid(cached[2])
-    ):
-        return cached[3]
+    busy: set[tuple[int, int]] = _local.__dict__.setdefault("busy", set())
+    if key in busy:
+        # Asked again while computing or checking it: a recipe whose code reads a global
+        # holding an instance of that recipe, whose encoding asks for the recipe's identity.
+        name = identity_name(obj)
+        entry = ManifestEntry("function", name, _sha("recursive", name), "(recursive)")
+        return CodeIdentity(_fingerprint_of((entry,)), (entry,))
+    busy.add(key)
+    try:
+        cached = _IDENTITIES.get(key)
+        if (
+            cached is not None
+            and cached[0]() is obj
+            and (
+                cached[1] is None if base is None else cached[1] is not None and cached[1]() is base
+            )
+            and _still_valid(cached[2])
+        ):
+            return cached[3]
+        return _compute(obj, base, key)
+    finally:
+        busy.discard(key)
+
+
+def _compute(obj: Any, base: type | None, key: tuple[int, int]) -> CodeIdentity:
     if isinstance(obj, type):
         module: str | None = _class_home(obj)
     else:
@@ -1651,14 +1793,18 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
     _start(walk, obj)
     walk.run()
     identity = CodeIdentity(_fingerprint_of(walk.entries), tuple(walk.entries))
-    checks = walk.final_checks()
-    if checks is not None and isinstance(obj, type | types.FunctionType):
-        _remember_identity(key, obj, base, checks, identity)
+    validation = walk.validation()
+    if validation is not None and isinstance(obj, type | types.FunctionType):
+        _remember_identity(key, obj, base, validation, identity)
     return identity
 
 
 def _remember_identity(
-    key: tuple[int, int], obj: Any, base: type | None, checks: list[Check], identity: CodeIdentity
+    key: tuple[int, int],
+    obj: Any,
+    base: type | None,
+    validation: Validation,
+    identity: CodeIdentity,
 ) -> None:
     def forget(ref: weakref.ref[Any]) -> None:
         entry = _IDENTITIES.get(key)
@@ -1668,7 +1814,7 @@ def _remember_identity(
     _IDENTITIES[key] = (
         weakref.ref(obj, forget),
         None if base is None else weakref.ref(base),
-        checks,
+        validation,
         identity,
     )
 
@@ -1703,15 +1849,7 @@ def code_digest(obj: Any) -> str:
     classes inside values are hashed by what they compute. A value that refers back to an
     object whose identity is being computed (directly or not) gets a digest of its name.
     """
-    busy: set[int] = _local.__dict__.setdefault("busy", set())
-    key = id(obj)
-    if key in busy:
-        return _sha("recursive", identity_name(obj))
-    busy.add(key)
-    try:
-        return code_identity(obj).fingerprint
-    finally:
-        busy.discard(key)
+    return code_identity(obj).fingerprint
 
 
 def class_fingerprint(cls: type, base: type, always: tuple[str, ...] = ("run",)) -> str:

@@ -119,13 +119,13 @@ class _Buffer(bytearray):
     """
 
     __slots__ = ("code",)
+    code: CodeDigest | None
 
-    def __init__(self, code: CodeDigest | None) -> None:
-        super().__init__()
-        self.code = code
-
+    # No __init__ of its own: bytearray's, in C, is what a hot path can afford.
     def child(self) -> _Buffer:
-        return _Buffer(self.code)
+        part = _Buffer()
+        part.code = self.code
+        return part
 
 
 def _length(buf: bytearray, n: int) -> None:
@@ -624,7 +624,8 @@ def encode(
         HashingError: Some part of ``value`` has a type dagger cannot encode, is a tensor
             without values (meta), or is a function or class and ``code`` was not given.
     """
-    buf = _Buffer(code)
+    buf = _Buffer()
+    buf.code = code
     try:
         _encode(value, buf)
     except _Unencodable as error:
