@@ -377,6 +377,12 @@ def test_untracked_names_never_raise_and_do_not_change_the_id(tmp_path):
     # a name that becomes encodable is tracked from then on
     module.logger = 0.5
     assert recipe_identity(module.Smooth).fingerprint != before.fingerprint
+    # a container is untracked for what it holds, which may change in place
+    module.logger = [logging.getLogger("held")]
+    held = recipe_identity(module.Smooth)
+    assert ("untracked", "logger") in entries(held)
+    module.logger[0] = 0.25
+    assert entries(recipe_identity(module.Smooth))[("global", "logger")].value == "[0.25]"
 
 
 def test_values_are_read_again_on_every_call(tmp_path):

@@ -1549,6 +1549,8 @@ class _Walk:
             self.add(kind, path, _sha("reference", target), f"= {target}")
             return None
         self.untracked(path, qualified_name(cls))
+        if issubclass(cls, list | tuple | dict | set | frozenset) or dataclasses.is_dataclass(cls):
+            return None  # what it holds may become encodable: only a new walk can tell
         # Any other value of this type is untracked just the same.
         return (_TYPE, weakref.ref(cls))
 
