@@ -665,10 +665,27 @@ def test_manifest_changes_reads_like_an_explanation():
     assert manifest_changes(old, new) == [
         "code of Smooth.run changed",
         "global LABEL_SMOOTHING 0.1 -> 0.3",
-        "module torch torch 2.14.1 -> torch 2.15.0",
+        "module torch: torch 2.14.1 -> torch 2.15.0",
         "global NEW added (2)",
         "global GONE removed (1)",
     ]
+
+
+def test_values_named_like_secrets_are_not_written_out(tmp_path):
+    module = load_module(
+        tmp_path,
+        """
+        API_KEY = "sk-live-0123456789"
+
+        def fetch(url):
+            return url + API_KEY
+        """,
+    )
+    before = code_identity(module.fetch)
+    assert entries(before)[("global", "API_KEY")].value == "<hidden>"
+    assert "sk-live" not in json.dumps(before.to_json())
+    module.API_KEY = "sk-live-9876543210"
+    assert code_identity(module.fetch).fingerprint != before.fingerprint
 
 
 def test_a_torch_reference_records_its_installed_version(tmp_path):

@@ -741,6 +741,10 @@ _DESCRIPTOR_TYPES = (
 )
 _MAX_OBJECT_DEPTH = 6
 
+# Manifests are stored in every record: the text of a value whose name says it is a secret is
+# left out (its digest still counts).
+_SECRET = re.compile(r"(?i)secret|token|passw|api_?key|credential|private_?key")
+
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = 60
 _short_repr.maxother = 60
@@ -1525,7 +1529,8 @@ class _Walk:
         except HashingError:
             return self.unencodable(kind, path, value, depth)
         digest = hashlib.sha256(encoded).hexdigest()
-        self.add(kind, path, digest, _short(value))
+        shown = "<hidden>" if _SECRET.search(path.rpartition(".")[2]) else _short(value)
+        self.add(kind, path, digest, shown)
         return (_CONTENT, digest) if self.code_calls == calls else None
 
     def unencodable(self, kind: str, path: str, value: Any, depth: int) -> Marker | None:
@@ -1892,7 +1897,7 @@ def manifest_changes(
     Returns:
         One line per difference, in the new manifest's order, removals last:
         ``"global LABEL_SMOOTHING 0.1 -> 0.3"``, ``"code of Smooth.run changed"``,
-        ``"module torch torch 2.14.1 -> torch 2.15.0"``, ``"VERSION of Smooth 1 -> 2"``,
+        ``"module torch: torch 2.14.1 -> torch 2.15.0"``, ``"VERSION of Smooth 1 -> 2"``,
         ``"global helpers.EPS added (1e-08)"``, ``"method Smooth.extra removed"``.
         Untracked entries never appear: they are not part of the identity.
     """
@@ -1918,6 +1923,8 @@ def _change(old: ManifestEntry, new: ManifestEntry) -> str:
         return f"code of {new.name} changed"
     if new.kind == "version":
         return f"VERSION of {new.name} {old.value} -> {new.value}"
+    if new.kind == "module":
+        return f"module {new.name}: {old.value} -> {new.value}"
     if old.value != new.value:
         return f"{new.kind} {new.name} {old.value} -> {new.value}"
     return f"{new.kind} {new.name} changed"
