@@ -831,3 +831,65 @@ def test_every_slot_the_cached_identity_depends_on_is_read_again(tmp_path):
     advance.__code__ = module.make_other(1).__code__
     assert "code of make.<locals>.advance changed" in changed()
     assert code_identity(advance) is seen[-1]  # nothing changed since: the cached identity
+
+
+LIBRARY_DECORATORS = """
+import functools
+
+import torch
+from torch import nn
+
+import dagger as dg
+
+
+@functools.lru_cache(maxsize=8)
+def square(x):
+    return x * {square}
+
+
+class Net(nn.Module):
+    def forward(self, x):
+        return x
+
+
+MODEL = Net()
+
+
+class Evaluate(dg.Recipe):
+    helper = staticmethod(square)
+
+    @torch.no_grad()
+    def run(self, state):
+        state.value = square(MODEL(state.value))
+        return state
+
+    @torch.no_grad()
+    def score(self, state):
+        return state.value * {score}
+"""
+
+
+def test_library_decorators_and_wrappers_lead_to_the_users_code(tmp_path):
+    """torch.no_grad() and functools.lru_cache wrap the user's functions in library code
+    (a wrapper function copying the names; a C object): what they wrap is followed, each
+    under its own name, and a model held in a global is untracked, not walked."""
+    base = recipe_identity(
+        load_module(tmp_path, LIBRARY_DECORATORS.format(square="x", score=1)).Evaluate
+    )
+    found = entries(base)
+    assert found[("method", "Evaluate.run")].value.startswith("torch.")
+    assert ("function", "Evaluate.run.__wrapped__") in found
+    assert ("function", "Evaluate.score.__wrapped__") in found
+    assert found[("untracked", "MODEL")].value.endswith("Net")
+    edited_square = recipe_identity(
+        load_module(tmp_path, LIBRARY_DECORATORS.format(square="2", score=1)).Evaluate
+    )
+    assert manifest_changes(base.manifest, edited_square.manifest) == [
+        "code of Evaluate.helper changed"
+    ]
+    edited_score = recipe_identity(
+        load_module(tmp_path, LIBRARY_DECORATORS.format(square="x", score=2)).Evaluate
+    )
+    assert manifest_changes(base.manifest, edited_score.manifest) == [
+        "code of Evaluate.score.__wrapped__ changed"
+    ]

@@ -738,6 +738,7 @@ _DESCRIPTOR_TYPES = (
     types.GetSetDescriptorType,
     types.WrapperDescriptorType,
     types.MethodDescriptorType,
+    type(vars(collections.namedtuple("_Probe", "field"))["field"]),  # a named tuple's field
 )
 _MAX_OBJECT_DEPTH = 6
 
@@ -808,6 +809,17 @@ def _dataclass_spec(cls: type) -> tuple[Any, ...]:
     return (repr(params), fields)
 
 
+def _wrapped(value: Any) -> Any:
+    """The function a callable object of a library wraps (``functools.lru_cache``), if any."""
+    if isinstance(value, type) or not callable(value):
+        return None
+    try:
+        wrapped = object.__getattribute__(value, "__wrapped__")
+    except AttributeError:
+        return None
+    return wrapped if isinstance(wrapped, types.FunctionType | types.MethodType) else None
+
+
 def _instance_attributes(obj: Any) -> list[tuple[str, Any]]:
     found: dict[str, Any] = {}
     for klass in reversed(type(obj).__mro__):
@@ -852,6 +864,8 @@ _BY_IDENTITY = (
     types.MethodType,
     enum.Enum,
     functools.partial,
+    functools.cached_property,
+    functools.partialmethod,
 )
 
 # Marker tags.
@@ -873,7 +887,12 @@ def _marker(value: Any) -> Marker | None:
         return (_IS, value)
     if isinstance(value, staticmethod | classmethod):
         inner = _marker(value.__func__)
-        return None if inner is None else (_WRAP, kind, inner)
+        if inner is None:
+            try:  # a callable object (functools.lru_cache): its identity
+                inner = (_REF, weakref.ref(value.__func__))
+            except TypeError:
+                return None
+        return (_WRAP, kind, inner)
     if isinstance(value, property):
         accessors = tuple(_marker(f) for f in (value.fget, value.fset, value.fdel))
         return None if None in accessors else (_PROP, accessors)
@@ -1229,9 +1248,21 @@ class _Walk:
         if known is not None:
             return known
         if isinstance(obj, types.FunctionType):
-            if self.library(_function_home(obj)) is not None:
-                node_name = identity_name(obj)
+            home = _function_home(obj)
+            found = self.library(home)
+            if found is not None:
+                # Named by where its code lives: functools.wraps copies the wrapped function's
+                # names onto a library's wrapper.
+                real = f"{'dagger' if found == _DAGGER else home}.{obj.__code__.co_qualname}"
+                if obj.__closure__ is None and "__wrapped__" not in obj.__dict__:
+                    self.remember(obj, real)
+                    return real
+                # A library's wrapper (a decorator's product): a node of its own under the
+                # path it was found at, whose closure leads to the user's function.
+                node_name = self.unique(name, obj)
                 self.remember(obj, node_name)
+                version = _module_kind(home)[2]
+                self.add(kind, node_name, _sha("library code", real, version), real)
                 self.queue.append((obj, node_name, "library function", 0))
                 return node_name
             if _resolves_to(obj.__module__, obj.__qualname__, obj):
@@ -1272,7 +1303,11 @@ class _Walk:
 
     def reference(self, kind: str, path: str, obj: Any) -> None:
         """``path`` (a global, a cell, an attribute) holds the function, class or module."""
-        target = self.node(obj, path, "class" if isinstance(obj, type) else "function")
+        if isinstance(obj, type):
+            node_kind = "class"
+        else:
+            node_kind = kind if kind in ("method", "property") else "function"
+        target = self.node(obj, path, node_kind)
         if target != path:
             self.add(kind, path, _sha("reference", target), f"= {target}")
 
@@ -1308,7 +1343,8 @@ class _Walk:
             self.import_read(func, module, level, imported, names)
 
     def expand_wrapper(self, func: types.FunctionType, name: str) -> None:
-        """A library's function: its version counts; what a decorator wraps still counts."""
+        """A library's wrapper: its version counts, and the user's code it wraps (in
+        ``__wrapped__`` or its closure); the library's own state in its closure does not."""
         defaults = func.__defaults__ or ()
         keyword = func.__kwdefaults__ or {}
         markers = [
@@ -1318,6 +1354,16 @@ class _Walk:
             *self.expand_cells(func, name, library=True),
         ]
         self.watch_function(func, markers)
+
+    def user_code(self, value: Any) -> bool:
+        """Whether ``value`` is a function or class of user code."""
+        if isinstance(value, types.MethodType):
+            value = value.__func__
+        if isinstance(value, types.FunctionType):
+            return _module_kind(_function_home(value))[0] == _USER
+        if isinstance(value, type):
+            return _module_kind(_class_home(value))[0] == _USER
+        return False
 
     def watch_function(self, func: types.FunctionType, markers: list[Marker | None]) -> None:
         if self.checks is None:
@@ -1366,7 +1412,7 @@ class _Walk:
                 markers.append(_marker(content))
             elif var == "__class__" and isinstance(content, type) and id(content) in self.names:
                 markers.append(_marker(content))  # super()'s cell: the class being described
-            elif library and not callable(content):
+            elif library and not self.user_code(content):
                 markers.append((_ANY,))  # a library's own state: not part of any identity
             elif var in writes:
                 self.untracked(f"{name}.{var}", "closure variable the code changes")
@@ -1523,6 +1569,15 @@ class _Walk:
             if owner is None or isinstance(owner, types.ModuleType):
                 self.reference(kind, path, value)
                 return None
+        wrapped = _wrapped(value)
+        if wrapped is not None:
+            # A callable object wrapping a function (functools.lru_cache): the function.
+            self.library(type(value).__module__)
+            self.reference(kind, path, wrapped)
+            try:
+                return (_REF, weakref.ref(value))
+            except TypeError:
+                return None
         calls = self.code_calls
         try:
             encoded = encode(value, code=self.code_reference)
@@ -1536,7 +1591,14 @@ class _Walk:
     def unencodable(self, kind: str, path: str, value: Any, depth: int) -> Marker | None:
         cls = type(value)
         module = _class_home(cls)
-        if _module_kind(module)[0] == _USER and depth < _MAX_OBJECT_DEPTH:
+        if (
+            _module_kind(module)[0] == _USER
+            and depth < _MAX_OBJECT_DEPTH
+            and all(
+                klass is object or _module_kind(_class_home(klass))[0] == _USER
+                for klass in cls.__mro__
+            )
+        ):
             # An object of the user's own class: its class's code and its attributes.
             class_name = self.node(cls, self.relative(module, cls.__qualname__), "class")
             known = self.names.get(id(value))
@@ -1698,6 +1760,9 @@ class _Walk:
         if isinstance(function, types.FunctionType):
             self.code(path, function, "method")
             return None
+        if function is not member:  # a staticmethod or classmethod of another callable
+            self.value("method", path, function)
+            return None
         if isinstance(member, property):
             for suffix, accessor in (
                 ("", member.fget),
@@ -1708,11 +1773,9 @@ class _Walk:
                     self.code(path + suffix, accessor, "property")
             return None
         if isinstance(member, functools.cached_property):
-            self.checks = None  # its function is an attribute we do not watch
             self.code(path, member.func, "property")
             return None
         if isinstance(member, functools.partialmethod):
-            self.checks = None
             self.code(path, member.func, "method")
             self.value("argument", f"{path}.args", (member.args, member.keywords))
             return None
