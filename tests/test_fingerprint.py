@@ -893,3 +893,21 @@ def test_library_decorators_and_wrappers_lead_to_the_users_code(tmp_path):
     assert manifest_changes(base.manifest, edited_score.manifest) == [
         "code of Evaluate.score.__wrapped__ changed"
     ]
+
+
+def test_a_file_edited_after_import_never_lends_its_text_to_the_running_code(tmp_path, caplog):
+    """A notebook imported a module; the module is edited on disk but not reloaded: the old
+    code runs, so its states must not take the id of the edited text."""
+    import linecache
+
+    caplog.set_level(logging.WARNING, logger="dagger")
+    name = f"stale_{uuid.uuid4().hex}"
+    running = load_module(tmp_path, "def scale(x):\n    return x * 2\n", name=name)
+    path = tmp_path / f"{name}.py"
+    path.write_text("def scale(x):\n    return x * 3\n")
+    linecache.checkcache(str(path))
+    edited = load_module(tmp_path, "def scale(x):\n    return x * 3\n")
+    assert code_digest(running.scale) != code_digest(edited.scale)
+    stale = [r.message for r in caplog.records if "changed after it was imported" in r.message]
+    assert len(stale) == 1 and name in stale[0]
+    assert not [r for r in caplog.records if "could not read the source" in r.message]
