@@ -1097,9 +1097,9 @@ def _read_namespace(ref: weakref.ref[type]) -> Reader:
     return read
 
 
-def _read_items(ref: weakref.ref[type]) -> Reader:
-    """A class's namespace as one tuple of (name, member) pairs."""
-    return lambda out: out.append(tuple(vars(_live(ref)).items()))
+def _read_members(ref: weakref.ref[type]) -> Reader:
+    """A class's members as one tuple."""
+    return lambda out: out.append(tuple(vars(_live(ref)).values()))
 
 
 def _read_classes(ref: weakref.ref[type], attribute: str) -> Reader:
@@ -1744,8 +1744,9 @@ class _Walk:
             # A dagger class nobody patched (every recipe's identity checks Recipe): its own
             # objects may be held, and one tuple comparison in C checks them all. Equality is
             # enough here: its functions and descriptors compare by identity, and its plain
-            # attributes are not part of any identity.
-            self.checks.append((_read_items(ref), [(_EQ, tuple(members.items()))]))
+            # attributes are not part of any identity. Names need no check: a patch brings a
+            # new object (a user's function), and a removal or addition changes the count.
+            self.checks.append((_read_members(ref), [(_EQ, tuple(members.values()))]))
             return
         markers: list[Marker] = [(_EQ, tuple(members))]
         for attribute, member in members.items():
@@ -1847,11 +1848,23 @@ class _Walk:
 
 # -- public entry points ------------------------------------------------------------------------
 
-_local = threading.local()
 
-# (id(obj), id(base)) -> (weakref to obj, weakref to base or None, checks, identity)
+class _Local(threading.local):
+    def __init__(self) -> None:
+        # (id(obj), id(base)) of the identities this thread is computing or checking
+        self.busy: set[tuple[int, int]] = set()
+
+
+_local = _Local()
+
+
+def _no_base() -> None:
+    return None
+
+
+# (id(obj), id(base)) -> (weakref to obj, weakref to base (or _no_base), checks, identity)
 _IDENTITIES: dict[
-    tuple[int, int], tuple[weakref.ref[Any], weakref.ref[Any] | None, Validation, CodeIdentity]
+    tuple[int, int], tuple[weakref.ref[Any], Callable[[], Any], Validation, CodeIdentity]
 ] = {}
 
 
@@ -1872,7 +1885,7 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
         Never raises for a value it cannot encode: that name is listed as untracked.
     """
     key = (id(obj), id(base))
-    busy: set[tuple[int, int]] = _local.__dict__.setdefault("busy", set())
+    busy = _local.busy
     if key in busy:
         # Asked again while computing or checking it: a recipe whose code reads a global
         # holding an instance of that recipe, whose encoding asks for the recipe's identity.
@@ -1885,9 +1898,7 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
         if (
             cached is not None
             and cached[0]() is obj
-            and (
-                cached[1] is None if base is None else cached[1] is not None and cached[1]() is base
-            )
+            and cached[1]() is base
             and _still_valid(cached[2])
         ):
             return cached[3]
@@ -1929,7 +1940,7 @@ def _remember_identity(
 
     _IDENTITIES[key] = (
         weakref.ref(obj, forget),
-        None if base is None else weakref.ref(base),
+        _no_base if base is None else weakref.ref(base),
         validation,
         identity,
     )
