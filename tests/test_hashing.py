@@ -188,6 +188,21 @@ def test_functions_and_classes_need_the_code_callback():
             encode(value, what="Recipe `Apply` property `op`")
 
 
+def test_contents_may_compare_functions_by_name():
+    """hashing.by_name, for comparisons of contents, never identities: named, not coded."""
+    assert digest(relu, code=hashing.by_name) == digest(relu, code=hashing.by_name)
+    assert digest(relu, code=hashing.by_name) != digest(Config, code=hashing.by_name)
+
+    def make_scale(k):
+        return lambda x: x * k
+
+    # the same name: by_name cannot tell closures apart, which is why ids never use it
+    assert digest(make_scale(2), code=hashing.by_name) == digest(
+        make_scale(3), code=hashing.by_name
+    )
+    assert digest(make_scale(2), code=code_digest) != digest(make_scale(3), code=code_digest)
+
+
 def test_dagger_classes_are_named_by_package_not_module():
     """Ids must not depend on where dagger's own classes live (dagger.recipe.Recipe)."""
     encoded = encode(Add(1), code=code_digest)

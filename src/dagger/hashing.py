@@ -43,6 +43,8 @@ digest of its code identity (:func:`dagger.fingerprint.code_digest`). The encodi
 value is its qualified name plus that digest. Without ``code``, meeting a function, class or
 module raises :class:`~dagger.errors.HashingError`: hashing it by name alone would make
 ``make_scale(2)`` and ``make_scale(3)`` one value. There is no global hook to install.
+Encodings that compare contents rather than identify code (is this attribute the same
+function?) may pass :func:`by_name` instead.
 
 Dagger's own classes are named ``dagger.<qualname>`` in every encoding, whatever submodule
 defines them, so moving code inside dagger never changes an id.
@@ -71,6 +73,7 @@ from .errors import HashingError
 
 __all__ = [
     "CodeDigest",
+    "by_name",
     "digest",
     "encode",
     "identity_name",
@@ -236,6 +239,16 @@ _NEEDS_CODE = (
     "a {kind}, which is hashed by its code identity, and this encoding was given no way to "
     "compute one (pass `code=dagger.fingerprint.code_digest` to `dagger.hashing.encode`)"
 )
+
+
+def by_name(obj: Any) -> str:
+    """A ``code`` callback that hashes functions, classes and modules by their name alone.
+
+    For encodings that compare contents (is this attribute the same function as that one?),
+    never for identities: two closures of one function, or a function whose code changed,
+    share a name.
+    """
+    return hashlib.sha256(("name:" + identity_name(obj)).encode()).hexdigest()
 
 
 def _code_of(value: Any, buf: _Buffer, kind: str) -> str:
