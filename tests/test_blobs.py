@@ -373,7 +373,7 @@ def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_p
         def initialize_state(self, **arguments):
             self.x = torch.zeros(3)
 
-    method, identity = Local.initialize_state, state_code_identity(Local)
+    method, identity = Local.initialize_state, state_code_identity(Local, dg.ExperimentState)
     state = Local()
     state.x = torch.ones(100_000)
     blobs = Blobs(tmp_path / "blobs", durable=False)
@@ -381,4 +381,4 @@ def test_a_class_stored_by_value_keeps_its_methods_in_the_defining_process(tmp_p
     assert type(loads_payload(data, blobs)) is Local
     assert type(copy_payload(state)) is Local
     assert Local.initialize_state is method
-    assert state_code_identity(Local) == identity
+    assert state_code_identity(Local, dg.ExperimentState) == identity

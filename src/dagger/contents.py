@@ -52,9 +52,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from .errors import HashingError, InvalidArgumentError
-from .hashing import encode, qualified_name
+from .hashing import by_name, qualified_name
+from .hashing import encode as _encode_with
 
-__all__ = ["Part", "PartKind", "flat_pieces", "iter_parts", "state_attributes"]
+__all__ = ["Part", "PartKind", "encode", "flat_pieces", "iter_parts", "state_attributes"]
+
+
+def encode(value: Any) -> bytes:
+    """The canonical encoding of a value for comparing contents: functions, classes and
+    modules by their name (two states holding the same function compare equal)."""
+    return _encode_with(value, code=by_name)
+
 
 PartKind = Literal["node", "tensor", "array", "number", "encoded", "opaque"]
 

@@ -40,8 +40,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .contents import Part, flat_pieces, iter_parts
-from .hashing import encode
+from .contents import Part, encode, flat_pieces, iter_parts
 
 __all__ = ["StateDigest", "digest_changes", "state_digest"]
 

@@ -1,6 +1,7 @@
 """Canonical, type-tagged encoding of values, and the hashes built from it.
 
-This module is pure: no I/O, no global state beyond caches and the encoder registry.
+This module is pure: no I/O, no global state beyond the encoder registry and lazily installed
+encoders for numpy and torch.
 
 Every value is written as a one-byte type tag followed by its content; variable-length content
 is length-prefixed. So ``1``, ``1.0``, ``"1"`` and ``True`` encode differently, floats are exact
@@ -8,11 +9,45 @@ is length-prefixed. So ``1``, ``1.0``, ``"1"`` and ``True`` encode differently, 
 does not depend on ``PYTHONHASHSEED``, the process or the machine.
 
 Supported: None, bool, int, float, complex, str, bytes, bytearray, list, tuple, named tuples,
-dict, set, frozenset, range, slice, pathlib paths, enums, dataclasses, numpy arrays, scalars and
-dtypes, torch tensors, dtypes and devices, ``functools.partial``, functions, methods, classes,
-modules, and Recipe instances (through :func:`register`). Anything else raises
+dict, set, frozenset, range, slice, pathlib paths, every enum value (flags with no bits set and
+aliases included), dataclasses, numpy arrays, scalars and dtypes, torch tensors of every layout
+(views, conjugate and negative bits, sparse COO/CSR/CSC/BSR/BSC, quantized, nested), torch
+dtypes, devices and sizes, ``functools.partial``, and, given a ``code`` callback, functions,
+methods, classes and modules; plus any type taught with :func:`register`. Anything else raises
 :class:`~dagger.errors.HashingError`; there is no silent pickle fallback, because a pickle is not
 canonical and would silently change identities.
+
+Value rules worth knowing:
+
+* numpy scalars whose Python equivalent holds the same value exactly encode as that Python
+  value (``np.float64(0.5)`` as ``0.5``, every ``np.int*``/``np.uint*`` as ``int``,
+  ``np.bool_`` as ``bool``, ``np.complex128`` as ``complex``, ``np.str_``/``np.bytes_`` as
+  ``str``/``bytes``), so a sweep over ``np.linspace(...)`` and one over a tuple of floats give
+  the same ids; ``float32``, ``float16``, ``longdouble``, ``complex64`` and dates keep their type.
+* arrays and tensors encode their full dtype (byte order, structured fields, units), shape and
+  values; a structured array field by field (padding bytes never count); a tensor by its
+  values whatever its memory form (strides, storage offset, conjugate or negative bit, device),
+  a sparse tensor by its layout and its coalesced COO entries without explicit zeros, a
+  quantized one by its scheme, scales, zero points and integer values. A tensor without values
+  (``device="meta"``) raises :class:`~dagger.errors.HashingError`.
+* enum members encode as their class and value (``Flag(0)``, combined flags and aliases are
+  values like any other).
+
+Functions, classes and modules as values
+-----------------------------------------
+A function used as a value (``Apply(make_scale(2))``, ``activation=my_relu``) must encode what
+it computes, closures and globals included, and that is the job of the code analysis in
+:mod:`dagger.fingerprint`, a module above this one. So :func:`encode` takes the analysis as an
+explicit argument, ``code``: a callable mapping a function, method, class or module to a hex
+digest of its code identity (:func:`dagger.fingerprint.code_digest`). The encoding of such a
+value is its qualified name plus that digest. Without ``code``, meeting a function, class or
+module raises :class:`~dagger.errors.HashingError`: hashing it by name alone would make
+``make_scale(2)`` and ``make_scale(3)`` one value. There is no global hook to install.
+Encodings that compare contents rather than identify code (is this attribute the same
+function?) may pass :func:`by_name` instead.
+
+Dagger's own classes are named ``dagger.<qualname>`` in every encoding, whatever submodule
+defines them, so moving code inside dagger never changes an id.
 
 Extend it with :func:`register`::
 
@@ -37,16 +72,21 @@ from typing import Any
 from .errors import HashingError
 
 __all__ = [
+    "CodeDigest",
+    "by_name",
     "digest",
     "encode",
+    "identity_name",
     "qualified_name",
     "register",
-    "set_function_fingerprinter",
 ]
 
 logger = logging.getLogger("dagger")
 
 Encoder = Callable[[Any], Any]
+
+CodeDigest = Callable[[Any], str]
+"""Maps a function, method, class or module to the hex digest of its code identity."""
 
 # User and library encoders, by type; looked up along the value's MRO.
 _REGISTRY: dict[type, Encoder] = {}
@@ -67,10 +107,28 @@ def register(cls: type, encoder: Encoder) -> None:
 class _Unencodable(Exception):
     """Internal: carries the failing value and where it sits inside the top-level value."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, reason: str | None = None) -> None:
         super().__init__(value)
         self.value = value
+        self.reason = reason
         self.path: list[str] = []
+
+
+class _Buffer(bytearray):
+    """The bytes being written, and the code-identity callback of this encoding.
+
+    The callback rides on the buffer so that every nested encoder sees it without a parameter
+    of its own (and so that the hot path for plain values costs nothing more).
+    """
+
+    __slots__ = ("code",)
+    code: CodeDigest | None
+
+    # No __init__ of its own: bytearray's, in C, is what a hot path can afford.
+    def child(self) -> _Buffer:
+        part = _Buffer()
+        part.code = self.code
+        return part
 
 
 def _length(buf: bytearray, n: int) -> None:
@@ -99,7 +157,7 @@ def _float(buf: bytearray, value: float) -> None:
     _text(buf, "nan" if math.isnan(value) else float(value).hex())
 
 
-def _sequence(tag: bytes, buf: bytearray, items: Any) -> None:
+def _sequence(tag: bytes, buf: _Buffer, items: Any) -> None:
     buf += tag
     items = list(items)
     _length(buf, len(items))
@@ -111,10 +169,10 @@ def _sequence(tag: bytes, buf: bytearray, items: Any) -> None:
             raise
 
 
-def _unordered(tag: bytes, buf: bytearray, items: Any) -> None:
+def _unordered(tag: bytes, buf: _Buffer, items: Any) -> None:
     parts = []
     for item in items:
-        part = bytearray()
+        part = buf.child()
         try:
             _encode(item, part)
         except _Unencodable as error:
@@ -128,11 +186,11 @@ def _unordered(tag: bytes, buf: bytearray, items: Any) -> None:
         buf.extend(encoded)
 
 
-def _mapping(buf: bytearray, value: dict[Any, Any]) -> None:
+def _mapping(buf: _Buffer, value: dict[Any, Any]) -> None:
     pairs = []
     for key, item in value.items():
-        key_part = bytearray()
-        item_part = bytearray()
+        key_part = buf.child()
+        item_part = buf.child()
         try:
             _encode(key, key_part)
             _encode(item, item_part)
@@ -162,27 +220,48 @@ def qualified_name(obj: Any) -> str:
     return f"{module}.{name}" if module else name
 
 
-# How a function's code is fingerprinted: set by :mod:`dagger.fingerprint` when it is imported
-# (``import dagger`` always does), so that this module never imports the code analysis.
-_function_fingerprinter: Callable[[Any], str] | None = None
+def identity_name(obj: Any) -> str:
+    """The name of a function, class or type inside encodings.
+
+    :func:`qualified_name`, except that dagger's own objects are ``dagger.<qualname>``
+    wherever dagger defines them, so that reorganising dagger's modules changes no id.
+    """
+    module = getattr(obj, "__module__", None) or ""
+    if (module == "dagger" or module.startswith("dagger.")) and not isinstance(
+        obj, types.ModuleType
+    ):
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+        return f"dagger.{name}"
+    return qualified_name(obj)
 
 
-def set_function_fingerprinter(fingerprinter: Callable[[Any], str]) -> None:
-    """Install the function that fingerprints code (lambdas and local functions as values)."""
-    global _function_fingerprinter
-    _function_fingerprinter = fingerprinter
+_NEEDS_CODE = (
+    "a {kind}, which is hashed by its code identity, and this encoding was given no way to "
+    "compute one (pass `code=dagger.fingerprint.code_digest` to `dagger.hashing.encode`)"
+)
 
 
-def _function(func: Any, buf: bytearray) -> None:
-    name = qualified_name(func)
+def by_name(obj: Any) -> str:
+    """A ``code`` callback that hashes functions, classes and modules by their name alone.
+
+    For encodings that compare contents (is this attribute the same function as that one?),
+    never for identities: two closures of one function, or a function whose code changed,
+    share a name.
+    """
+    return hashlib.sha256(("name:" + identity_name(obj)).encode()).hexdigest()
+
+
+def _code_of(value: Any, buf: _Buffer, kind: str) -> str:
+    if buf.code is None:
+        raise _Unencodable(value, _NEEDS_CODE.format(kind=kind))
+    return buf.code(value)
+
+
+def _function(func: Any, buf: _Buffer) -> None:
+    code = _code_of(func, buf, "function")
     buf += b"F"
-    _text(buf, name)
-    # Two lambdas or two local functions of one module share a qualified name; their code
-    # tells them apart.
-    if ("<lambda>" in name or "<locals>" in name) and _function_fingerprinter is not None:
-        _text(buf, _function_fingerprinter(func))
-    else:
-        _text(buf, "")
+    _text(buf, identity_name(func))
+    _text(buf, code)
 
 
 def _encode_bytes(buf: bytearray, tag: bytes, data: bytes | memoryview) -> None:
@@ -200,7 +279,7 @@ def _encode_bool(value: bool, buf: bytearray) -> None:
     buf += b"?1" if value else b"?0"
 
 
-_EXACT: dict[type, Callable[[Any, bytearray], None]] = {
+_EXACT: dict[type, Callable[[Any, _Buffer], None]] = {
     type(None): _encode_none,
     bool: _encode_bool,
     int: lambda v, b: _int(b, v),
@@ -227,15 +306,21 @@ def _encode_path(value: pathlib.PurePath, buf: bytearray) -> None:
     _text(buf, value.as_posix())
 
 
-def _encode_enum(value: enum.Enum, buf: bytearray) -> None:
+def _encode_enum(value: enum.Enum, buf: _Buffer) -> None:
+    # By value, not name: a flag with no bits set or a combination of flags has no name (or a
+    # made-up one), and an alias is the same member anyway.
     buf += b"e"
-    _text(buf, qualified_name(type(value)))
-    _text(buf, value.name)
+    _text(buf, identity_name(type(value)))
+    try:
+        _encode(value._value_, buf)
+    except _Unencodable as error:
+        error.path.insert(0, f".{value._name_ or 'value'}")
+        raise
 
 
-def _encode_dataclass(value: Any, buf: bytearray) -> None:
+def _encode_dataclass(value: Any, buf: _Buffer) -> None:
     buf += b"D"
-    _text(buf, qualified_name(type(value)))
+    _text(buf, identity_name(type(value)))
     fields = dataclasses.fields(value)
     _length(buf, len(fields))
     for field in fields:
@@ -247,17 +332,19 @@ def _encode_dataclass(value: Any, buf: bytearray) -> None:
             raise
 
 
-def _encode_partial(value: functools.partial[Any], buf: bytearray) -> None:
+def _encode_partial(value: functools.partial[Any], buf: _Buffer) -> None:
     buf += b"P"
     _encode(value.func, buf)
     _encode(tuple(value.args), buf)
     _encode(dict(value.keywords), buf)
 
 
-def _encode_method(value: types.MethodType, buf: bytearray) -> None:
+def _encode_method(value: types.MethodType, buf: _Buffer) -> None:
+    code = _code_of(value.__func__, buf, "method")
     buf += b"M"
     _encode(value.__self__, buf)
     _text(buf, value.__func__.__name__)
+    _text(buf, code)
 
 
 def _encode_range(value: range, buf: bytearray) -> None:
@@ -266,29 +353,33 @@ def _encode_range(value: range, buf: bytearray) -> None:
         _int(buf, part)
 
 
-def _encode_slice(value: slice, buf: bytearray) -> None:
+def _encode_slice(value: slice, buf: _Buffer) -> None:
     buf += b"x"
     for part in (value.start, value.stop, value.step):
         _encode(part, buf)
 
 
-def _encode_namedtuple(value: tuple[Any, ...], buf: bytearray) -> None:
+def _encode_namedtuple(value: tuple[Any, ...], buf: _Buffer) -> None:
     buf += b"n"
-    _text(buf, qualified_name(type(value)))
+    _text(buf, identity_name(type(value)))
     _sequence(b"t", buf, value)
 
 
-def _encode_class(value: type, buf: bytearray) -> None:
-    _named(b"C", buf, qualified_name(value))
+def _encode_class(value: type, buf: _Buffer) -> None:
+    code = _code_of(value, buf, "class")
+    _named(b"C", buf, identity_name(value))
+    _text(buf, code)
 
 
-def _encode_module(value: types.ModuleType, buf: bytearray) -> None:
+def _encode_module(value: types.ModuleType, buf: _Buffer) -> None:
+    code = _code_of(value, buf, "module")
     _named(b"m", buf, value.__name__)
+    _text(buf, code)
 
 
 # Builtins whose subclasses should encode like the builtin, looked up along the MRO after
 # enums, dataclasses and registered types had their chance.
-_BASES: dict[type, Callable[[Any, bytearray], None]] = {
+_BASES: dict[type, Callable[[Any, _Buffer], None]] = {
     bool: _encode_bool,
     int: lambda v, b: _int(b, int(v)),
     float: lambda v, b: _float(b, float(v)),
@@ -319,24 +410,63 @@ for _kind in (types.BuiltinMethodType, types.WrapperDescriptorType, types.Method
 def _install_numpy() -> None:
     import numpy as np
 
-    def array(value: Any, buf: bytearray) -> None:
+    def dtype_text(value: Any) -> str:
+        """Canonical text of a dtype: byte order, units, fields, offsets, subarrays."""
+        if value.subdtype is not None:
+            base, shape = value.subdtype
+            return f"({dtype_text(base)},{tuple(shape)!r})"
+        if value.names is not None:
+            fields = ",".join(
+                f"{name!r}:{dtype_text(value.fields[name][0])}@{value.fields[name][1]}"
+                for name in value.names
+            )
+            return f"{{{fields}}}/{value.itemsize}"
+        return str(value.str)
+
+    def array(value: Any, buf: _Buffer) -> None:
         if value.dtype.hasobject:
             buf += b"A"
             _text(buf, str(value.shape))
             _encode(value.tolist(), buf)
             return
         buf += b"a"
-        _text(buf, value.dtype.str)
+        _text(buf, dtype_text(value.dtype))
         _text(buf, repr(tuple(value.shape)))
+        if value.dtype.names is not None:
+            # Field by field: the padding bytes between fields may hold anything.
+            for name in value.dtype.names:
+                array(value[name], buf)
+            return
         _encode_bytes(buf, b"b", np.ascontiguousarray(value).tobytes())
 
-    def scalar(value: Any, buf: bytearray) -> None:
-        buf += b"g"
-        _text(buf, value.dtype.str)
-        _encode_bytes(buf, b"b", value.tobytes())
+    def scalar(value: Any, buf: _Buffer) -> None:
+        # Exactly a Python value: encode as that value (np.float64(0.5) is 0.5).
+        if isinstance(value, np.bool_):
+            _encode_bool(bool(value), buf)
+        elif isinstance(value, np.integer):
+            _int(buf, int(value))
+        elif isinstance(value, np.float64):
+            _float(buf, float(value))
+        elif isinstance(value, np.complex128):
+            _encode_complex(complex(value), buf)
+        elif isinstance(value, np.str_):
+            _string(buf, str(value))
+        elif isinstance(value, np.bytes_):
+            _encode_bytes(buf, b"b", bytes(value))
+        elif isinstance(value, np.void) or value.dtype.hasobject:
+            array(np.asarray(value), buf)
+        else:
+            buf += b"g"
+            _text(buf, dtype_text(value.dtype))
+            if isinstance(value, np.floating) and value.dtype.itemsize > 8:
+                # longdouble: its storage has padding bytes that may hold anything.
+                numerator, denominator = value.as_integer_ratio()
+                _text(buf, f"{numerator}/{denominator}")
+            else:
+                _encode_bytes(buf, b"b", value.tobytes())
 
     def dtype(value: Any, buf: bytearray) -> None:
-        _named(b"y", buf, value.str if value.fields is None else str(value.descr))
+        _named(b"y", buf, dtype_text(value))
 
     _NATIVE[np.ndarray] = array
     _NATIVE[np.generic] = scalar
@@ -346,24 +476,74 @@ def _install_numpy() -> None:
 def _install_torch() -> None:
     import torch
 
-    def tensor(value: Any, buf: bytearray) -> None:
+    sparse_layouts = {
+        torch.sparse_coo,
+        torch.sparse_csr,
+        torch.sparse_csc,
+        torch.sparse_bsr,
+        torch.sparse_bsc,
+    }
+
+    def strided_bytes(value: Any, buf: bytearray) -> None:
+        # The values, whatever the memory form: strides, offset, lazy conjugate or negation.
+        flat = value.resolve_conj().resolve_neg().to("cpu").contiguous().reshape(-1)
+        if flat.numel() and flat.stride(0) != 1:
+            # A tensor of one element counts as contiguous whatever its stride (the real part
+            # of a complex one has stride 2), and view(uint8) needs a stride of 1.
+            flat = torch.empty_like(flat, memory_format=torch.contiguous_format).copy_(flat)
+        _encode_bytes(buf, b"b", flat.view(torch.uint8).numpy().tobytes())
+
+    def sparse(value: Any, buf: _Buffer) -> None:
+        coo = value if value.layout == torch.sparse_coo else value.to_sparse_coo()
+        coo = coo.coalesce()
+        indices, values = coo.indices(), coo.values()
+        if values.numel():
+            # Explicit zeros (block layouts store many) are not values: drop them.
+            nonzero = values.reshape(values.shape[0], -1).ne(0).any(dim=1)
+            indices, values = indices[:, nonzero], values[nonzero]
+        tensor(indices, buf)
+        tensor(values, buf)
+
+    def tensor(value: Any, buf: _Buffer) -> None:
         value = value.detach()
+        if value.is_meta:
+            raise _Unencodable(value, "a tensor on the meta device, which has no values to hash")
         buf += b"X"
         _text(buf, str(value.dtype))
-        _text(buf, repr(tuple(value.shape)))
-        if value.layout != torch.strided:
-            if value.layout != torch.sparse_coo:
-                raise _Unencodable(value)
-            value = value.coalesce()
-            _text(buf, "sparse_coo")
-            tensor(value.indices(), buf)
-            tensor(value.values(), buf)
-            return
-        if value.is_quantized:
-            raise _Unencodable(value)
-        flat = value.to("cpu").contiguous().reshape(-1)
-        _text(buf, "strided")
-        _encode_bytes(buf, b"b", flat.view(torch.uint8).numpy().tobytes())
+        try:
+            if value.is_nested:
+                parts = value.unbind()
+                _text(buf, "nested")
+                _length(buf, len(parts))
+                for part in parts:
+                    tensor(part, buf)
+                return
+            _text(buf, repr(tuple(value.shape)))
+            layout = value.layout
+            if layout in sparse_layouts:
+                _text(buf, str(layout).removeprefix("torch."))
+                sparse(value, buf)
+            elif value.is_quantized:
+                scheme = value.qscheme()
+                _text(buf, f"quantized:{scheme}".replace("torch.", ""))
+                if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                    _float(buf, value.q_scale())
+                    _int(buf, value.q_zero_point())
+                else:
+                    tensor(value.q_per_channel_scales(), buf)
+                    tensor(value.q_per_channel_zero_points(), buf)
+                    _int(buf, value.q_per_channel_axis())
+                strided_bytes(value.int_repr(), buf)
+            elif layout == torch.strided:
+                _text(buf, "strided")
+                strided_bytes(value, buf)
+            else:  # mkldnn and layouts to come: by their dense values
+                _text(buf, str(layout).removeprefix("torch."))
+                strided_bytes(value.to_dense(), buf)
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            raise _Unencodable(
+                value, f"a tensor whose values dagger cannot read ({error})"
+            ) from None
 
     _NATIVE[torch.Tensor] = tensor
     _NATIVE[torch.dtype] = lambda v, b: _named(b"y", b, str(v))
@@ -371,11 +551,11 @@ def _install_torch() -> None:
     _NATIVE[torch.Size] = lambda v, b: _sequence(b"t", b, v)
 
 
-_NATIVE: dict[type, Callable[[Any, bytearray], None]] = {}
+_NATIVE: dict[type, Callable[[Any, _Buffer], None]] = {}
 _INSTALLERS: dict[str, Callable[[], None]] = {"numpy": _install_numpy, "torch": _install_torch}
 
 
-def _lookup(kind: type) -> Callable[[Any, bytearray], None] | None:
+def _lookup(kind: type) -> Callable[[Any, _Buffer], None] | None:
     for attempt in range(2):
         for klass in kind.__mro__:
             found = _NATIVE.get(klass)
@@ -389,7 +569,7 @@ def _lookup(kind: type) -> Callable[[Any, bytearray], None] | None:
     return None
 
 
-def _encode(value: Any, buf: bytearray) -> None:
+def _encode(value: Any, buf: _Buffer) -> None:
     kind = type(value)
     fast = _EXACT.get(kind)
     if fast is not None:
@@ -402,7 +582,7 @@ def _encode(value: Any, buf: bytearray) -> None:
         encoder = _REGISTRY.get(klass)
         if encoder is not None:
             buf += b"R"
-            _text(buf, qualified_name(klass))
+            _text(buf, identity_name(klass))
             try:
                 _encode(encoder(value), buf)
             except _Unencodable as error:
@@ -436,27 +616,38 @@ _DEFAULT_FIX = (
 )
 
 
-def encode(value: Any, *, what: str = "value", fix: str = _DEFAULT_FIX) -> bytes:
+def encode(
+    value: Any,
+    *,
+    what: str = "value",
+    fix: str = _DEFAULT_FIX,
+    code: CodeDigest | None = None,
+) -> bytes:
     """Canonical bytes of ``value``.
 
     Args:
         value: Anything of a supported type, nested arbitrarily.
         what: How to name the value in an error (``"Recipe `Prune` property `amount`"``).
         fix: The sentence of the error that says what to do instead.
+        code: How to hash functions, methods, classes and modules found in ``value``: a
+            callable returning the hex digest of one's code identity (dagger's identities pass
+            :func:`dagger.fingerprint.code_digest`). Without it such a value raises.
 
     Raises:
-        HashingError: Some part of ``value`` has a type dagger cannot encode.
+        HashingError: Some part of ``value`` has a type dagger cannot encode, is a tensor
+            without values (meta), or is a function or class and ``code`` was not given.
     """
-    buf = bytearray()
+    buf = _Buffer()
+    buf.code = code
     try:
         _encode(value, buf)
     except _Unencodable as error:
         bad = error.value
         where = "".join(error.path)
         inside = f" at `{where}`" if where else ""
+        reason = error.reason or "which dagger cannot hash"
         raise HashingError(
-            f"{what} holds{inside} a `{qualified_name(type(bad))}`, which dagger cannot hash. "
-            + fix,
+            f"{what} holds{inside} a `{qualified_name(type(bad))}`, {reason}. " + fix,
             what=what,
             value_type=qualified_name(type(bad)),
             path=where,
@@ -471,6 +662,15 @@ def encode(value: Any, *, what: str = "value", fix: str = _DEFAULT_FIX) -> bytes
     return bytes(buf)
 
 
-def digest(*parts: Any, what: str = "value") -> str:
-    """Hex SHA-256 of the canonical encoding of ``parts`` (a tuple)."""
-    return hashlib.sha256(encode(parts, what=what)).hexdigest()
+def digest(*parts: Any, what: str = "value", code: CodeDigest | None = None) -> str:
+    """Hex SHA-256 of the canonical encoding of ``parts`` (a tuple).
+
+    Args:
+        *parts: The values, encoded together as one tuple.
+        what: How to name the value in an error.
+        code: As for :func:`encode`.
+
+    Raises:
+        HashingError: As for :func:`encode`.
+    """
+    return hashlib.sha256(encode(parts, what=what, code=code)).hexdigest()

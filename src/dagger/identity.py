@@ -17,7 +17,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from .fingerprint import class_fingerprint, function_fingerprint
+from .fingerprint import class_fingerprint, code_digest, function_fingerprint
 from .hashing import digest, encode
 
 __all__ = [
@@ -29,13 +29,15 @@ __all__ = [
 ]
 
 
-def state_code_identity(state_class: type) -> str:
-    """``version:<VERSION>`` if the state class pins one, else a fingerprint of its
-    ``initialize_state`` (wherever it comes from: defined, inherited or patched)."""
+def state_code_identity(state_class: type, base: type) -> str:
+    """``version:<VERSION>`` if the state class pins one, else a fingerprint of the code it
+    defines below ``base`` (:class:`dagger.ExperimentState`): ``initialize_state`` wherever it
+    comes from (defined, inherited or patched) and everything that code reads
+    (:func:`dagger.fingerprint.code_identity`)."""
     version = getattr(state_class, "VERSION", None)
     if version is not None:
         return f"version:{version}"
-    return "code:" + function_fingerprint(state_class.initialize_state)  # type: ignore[attr-defined]
+    return "code:" + class_fingerprint(state_class, base)
 
 
 def recipe_code_identity(recipe_class: type, base: type) -> str:
@@ -65,12 +67,13 @@ def function_code_identity(op: Any, name: str) -> str:
     described: Any
     if isinstance(op, types.FunctionType | types.BuiltinFunctionType | functools.partial):
         described, code = op, function_fingerprint(op)
-    else:
-        described, code = type(op), function_fingerprint(type(op).__call__)
-        bound = _public_attributes(op)
+    else:  # a callable object: its class's code and its instance attributes
+        described, code = type(op), function_fingerprint(op)
     if bound:
-        return digest("function", described, code, bound, what=f"Function `{name}`")
-    return digest("function", described, code, what=f"Function `{name}`")
+        return digest(
+            "function", described, code, bound, what=f"Function `{name}`", code=code_digest
+        )
+    return digest("function", described, code, what=f"Function `{name}`", code=code_digest)
 
 
 def _public_attributes(obj: Any) -> dict[str, Any]:
@@ -82,11 +85,12 @@ def _public_attributes(obj: Any) -> dict[str, Any]:
     return {key: value for key, value in attributes.items() if not key.startswith("_")}
 
 
-def root_id(state_class: type, identity_arguments: Mapping[str, Any]) -> str:
+def root_id(state_class: type, base: type, identity_arguments: Mapping[str, Any]) -> str:
     """The id of the root spawned from these arguments.
 
     Args:
         state_class: The experiment's state class.
+        base: :class:`dagger.ExperimentState` (its code does not count).
         identity_arguments: The ``spawn_new_tree`` arguments that are part of the identity
             (all but the state class's NONHASHED_ATTRIBUTES).
 
@@ -103,10 +107,17 @@ def root_id(state_class: type, identity_arguments: Mapping[str, Any]) -> str:
                 "identity), pass a plain value that describes it instead, or register an "
                 "encoder with `dagger.hashing.register`."
             ),
+            code=code_digest,
         )
         for key, value in identity_arguments.items()
     }
-    return digest("root", state_class.__qualname__, state_code_identity(state_class), encoded)
+    return digest(
+        "root",
+        state_class.__qualname__,
+        state_code_identity(state_class, base),
+        encoded,
+        code=code_digest,
+    )
 
 
 def child_id(
@@ -139,7 +150,8 @@ def child_id(
                 "of the identity), pass a plain value that describes it instead, or register "
                 "an encoder with `dagger.hashing.register`."
             ),
+            code=code_digest,
         )
         for key, value in properties.items()
     }
-    return digest("child", parent_id, recipe_name, code_identity, encoded)
+    return digest("child", parent_id, recipe_name, code_identity, encoded, code=code_digest)

@@ -307,7 +307,7 @@ class ExperimentState:
         Raises:
             HashingError: An identity argument cannot be hashed; the message names it.
         """
-        return root_id(cls, cls.identity_arguments(experiment_arguments))
+        return root_id(cls, ExperimentState, cls.identity_arguments(experiment_arguments))
 
     # -- tree links ------------------------------------------------------------------------------
 
