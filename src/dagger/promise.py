@@ -20,6 +20,9 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ._names import short_id
+from .errors import ExperimentDefinitionError
+from .explain import Explanation, explain_child, explain_root
+from .identity import state_code_identity
 from .recipe import Function, Growable, Recipe, child_sha
 from .record import RecipeInfo
 from .state import ExperimentState
@@ -130,6 +133,35 @@ class ExperimentStatePromise(Growable):
                 self._identity = self.recipe.identity()
                 self._sha = child_sha(self.parent.sha(), self.recipe, self._identity)
         return self._sha
+
+    def explain(self) -> Explanation:
+        """What this state's id is made of: the recipe (or state class) and its parameters (or
+        arguments), the code identity with every ingredient the code reads, and the names it
+        reads that are not part of the id. ``print(promise.explain())`` lists them.
+
+        Raises:
+            ExperimentDefinitionError: The promise stands for a stored state grown again
+                after a restore: explain that state (``state.explain()``) instead.
+        """
+        sha = self.sha()
+        if self.parent is None or self.recipe is None:
+            if self.arguments is None:
+                raise ExperimentDefinitionError(
+                    f"Promise {short_id(sha)} stands for a stored state; explain the restored "
+                    "state instead: tree.node(id).explain()."
+                )
+            state_class = self.experiment.state_class
+            arguments = state_class.identity_arguments(self.arguments)
+            return explain_root(
+                state_class,
+                ExperimentState,
+                arguments,
+                state_code_identity(state_class, ExperimentState),
+                sha,
+            )
+        _, code, properties = self._identity or self.recipe.identity()
+        base = Function if isinstance(self.recipe, Function) else Recipe
+        return explain_child(type(self.recipe), base, self.parent.sha(), properties, code, sha)
 
     def recipe_info(self) -> RecipeInfo | None:
         """How the record will describe this promise's recipe (None for a root)."""

@@ -1,0 +1,210 @@
+"""Explain: what a state's id is made of, and what changed when a state is computed again.
+
+An :class:`Explanation` lists the ingredients of one id (DESIGN.md section 3): for a root, the
+state class, its code identity and every identity argument; for a child, the parent's id, the
+recipe class, its code identity and every identity property. The code identity is the
+manifest of :func:`dagger.fingerprint.code_identity`: each method, global, closure, default,
+library version the code reads, and the names it reads that are not part of the identity
+(untracked). Values show as text and count by the digest of their canonical encoding, so two
+values that print alike but differ (``0.1`` and ``np.float32(0.1)``) are told apart.
+
+:meth:`Explanation.changes_from` compares two explanations (a stored state's and the one about
+to be computed) and says, in one line each, what differs: ``parameter amount 0.25 -> 0.5``,
+``global LABEL_SMOOTHING 0.1 -> 0.3``, ``code of Smooth.run changed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fingerprint import CodeIdentity, code_digest, code_identity, manifest_changes
+from .hashing import encode
+from .record import jsonable
+
+__all__ = ["Explanation", "explain_child", "explain_root", "value_digest"]
+
+# Values longer than this are cut in the printed listing (the digest still tells them apart).
+_VALUE_WIDTH = 60
+
+
+def value_digest(value: Any) -> str:
+    """Hex SHA-256 of a value's canonical encoding as ids use it ("" if it cannot be encoded)."""
+    try:
+        return hashlib.sha256(encode(value, code=code_digest)).hexdigest()
+    except Exception:  # an identity value always encodes; anything else just has no digest
+        return ""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The ingredients of one state's id.
+
+    Attributes:
+        state_id: The id they make (None if unknown).
+        kind: ``"root"`` or ``"child"``.
+        name: The state class (root) or recipe class (child), by qualified name.
+        parent_id: The parent's id (children only).
+        values: The identity arguments (root) or properties (child), as JSON-safe values.
+        value_digests: Each value's digest (hex SHA-256 of its canonical encoding).
+        code: The class's code identity: ``version:<VERSION>`` or ``code:<fingerprint>``.
+        manifest: The code identity's manifest (empty when ``VERSION`` pins it).
+    """
+
+    state_id: str | None
+    kind: str
+    name: str
+    parent_id: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    value_digests: dict[str, str] = field(default_factory=dict)
+    code: str = ""
+    manifest: tuple[dict[str, str], ...] = ()
+
+    @property
+    def untracked(self) -> list[dict[str, str]]:
+        """The names the code reads that are not part of the identity (a logger, ...)."""
+        return [entry for entry in self.manifest if entry.get("kind") == "untracked"]
+
+    def changes_from(self, stored: Explanation) -> list[str]:
+        """What differs from ``stored`` (the other state's explanation), one line each.
+
+        Returns:
+            Lines such as ``parameter amount 0.25 -> 0.5``, ``global LABEL_SMOOTHING 0.1 ->
+            0.3``, ``code of Smooth.run changed``; empty if the ingredients are the same.
+        """
+        lines: list[str] = []
+        if stored.name != self.name:
+            lines.append(f"{self._noun()} {stored.name} -> {self.name}")
+        if stored.parent_id != self.parent_id and self.kind == "child":
+            old, new = (stored.parent_id or "?")[:12], (self.parent_id or "?")[:12]
+            lines.append(f"parent {old} -> {new}")
+        word = "argument" if self.kind == "root" else "parameter"
+        for key in sorted({*stored.value_digests, *self.value_digests}):
+            before, after = stored.value_digests.get(key), self.value_digests.get(key)
+            if before == after:
+                continue
+            if before is None:
+                lines.append(f"{word} {key} added ({_shown(self.values.get(key))})")
+            elif after is None:
+                lines.append(f"{word} {key} removed (was {_shown(stored.values.get(key))})")
+            else:
+                old, new = _shown(stored.values.get(key)), _shown(self.values.get(key))
+                lines.append(
+                    f"{word} {key} {old} -> {new}"
+                    if old != new
+                    else f"{word} {key} changed ({new}, a value of another type or precision)"
+                )
+        if stored.code != self.code:
+            changes = manifest_changes(stored.manifest, self.manifest)
+            if stored.code.startswith("version:") or self.code.startswith("version:"):
+                changes = [f"VERSION of {self.name}: {stored.code} -> {self.code}"]
+            lines.extend(changes or [f"code of {self.name} changed"])
+        return lines
+
+    def _noun(self) -> str:
+        return "state class" if self.kind == "root" else "recipe"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state_id": self.state_id,
+            "kind": self.kind,
+            "name": self.name,
+            "parent_id": self.parent_id,
+            "values": self.values,
+            "value_digests": self.value_digests,
+            "code": self.code,
+            "manifest": list(self.manifest),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Explanation:
+        return cls(
+            state_id=document.get("state_id"),
+            kind=str(document.get("kind", "child")),
+            name=str(document.get("name", "")),
+            parent_id=document.get("parent_id"),
+            values=dict(document.get("values") or {}),
+            value_digests=dict(document.get("value_digests") or {}),
+            code=str(document.get("code", "")),
+            manifest=tuple(dict(entry) for entry in document.get("manifest") or ()),
+        )
+
+    def __str__(self) -> str:
+        head = (
+            f"state {self.state_id[:12] if self.state_id else '?'}: "
+            + (
+                f"root of {self.name}"
+                if self.kind == "root"
+                else f"{self.name} applied to {(self.parent_id or '?')[:12]}"
+            )
+        )
+        lines = [head]
+        word = "argument" if self.kind == "root" else "parameter"
+        for key in sorted(self.values):
+            lines.append(f"  {word:<18} {key} = {_shown(self.values[key])}")
+        lines.append(f"  {'code identity':<18} {self.code}")
+        for entry in self.manifest:
+            if entry.get("kind") == "untracked":
+                continue
+            shown = f" {entry['value']}" if entry.get("value") else ""
+            lines.append(f"  {entry.get('kind', ''):<18} {entry.get('name', '')}{shown}")
+        untracked = self.untracked
+        if untracked:
+            lines.append("  untracked (read by the code, not part of the id):")
+            for entry in untracked:
+                shown = f" ({entry['value']})" if entry.get("value") else ""
+                lines.append(f"  {'':<18} {entry.get('name', '')}{shown}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython shows the listing
+        printer.text(str(self))
+
+
+def _code(cls: type, base: type, code: str) -> tuple[dict[str, str], ...]:
+    if code.startswith("version:"):
+        return ()
+    identity: CodeIdentity = code_identity(cls, base)
+    return tuple(entry.to_json() for entry in identity.manifest)
+
+
+def explain_root(
+    state_class: type, base: type, arguments: Mapping[str, Any], code: str, state_id: str | None
+) -> Explanation:
+    """The explanation of a root's id from its class and identity arguments."""
+    return Explanation(
+        state_id=state_id,
+        kind="root",
+        name=state_class.__qualname__,
+        values={key: jsonable(value) for key, value in arguments.items()},
+        value_digests={key: value_digest(value) for key, value in arguments.items()},
+        code=code,
+        manifest=_code(state_class, base, code),
+    )
+
+
+def explain_child(
+    recipe_class: type,
+    base: type,
+    parent_id: str,
+    properties: Mapping[str, Any],
+    code: str,
+    state_id: str | None,
+) -> Explanation:
+    """The explanation of a child's id from its parent's id and its recipe."""
+    return Explanation(
+        state_id=state_id,
+        kind="child",
+        name=recipe_class.__qualname__,
+        parent_id=parent_id,
+        values={key: jsonable(value) for key, value in properties.items()},
+        value_digests={key: value_digest(value) for key, value in properties.items()},
+        code=code,
+        manifest=_code(recipe_class, base, code),
+    )
