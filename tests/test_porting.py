@@ -422,9 +422,12 @@ def test_gap1_after_run_exp_root_is_the_stored_root(exp_dir, call_log):
     exp, root = build(exp_dir, start=4)
     Add(1)(root)
     exp.run(progress=False)
+    assert isinstance(exp.root, dg.ExperimentState)  # the state itself, as in the original
+    assert exp.root is exp.root  # loaded once, then kept
     assert exp.root.sha() == root.sha()
     assert exp.root.value == 4
     assert read_log(call_log) == ["root", "add:1"]  # loaded, not computed again
+    assert isinstance(Add(2)(exp.root), dg.ExperimentStatePromise)  # and it grows the tree
     restored = dg.Experiment.restore(exp_dir)
     assert isinstance(restored.root, dg.ExperimentState)
     assert restored.root.sha() == root.sha()

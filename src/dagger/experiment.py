@@ -29,7 +29,7 @@ from .executors import dispatch
 from .plan_report import PlanReport
 from .preview import preview
 from .progress import DEFAULT_INTERVAL
-from .promise import ExperimentStatePromise, warn_scheduler
+from .promise import ExperimentStatePromise, realise, warn_scheduler
 from .recipe import Function, Recipe
 from .record import FORMAT_VERSION, ExperimentMeta, Status, jsonable, now
 from .runner import Runner, RunReport
@@ -106,6 +106,7 @@ class Experiment:
         # states grown again after a restore.
         self._roots: list[ExperimentStatePromise] = []
         self._spawned: dict[str, ExperimentStatePromise] = {}
+        self._ran = False  # exp.root is the root state, not its promise, after a run
         self._stored_promises: dict[str, ExperimentStatePromise] = {}
 
     def __repr__(self) -> str:
@@ -154,7 +155,19 @@ class Experiment:
                 "promise.root (or state.root for a stored state).",
                 roots=[_root_sha(root) for root in roots],
             )
-        return roots[0] if roots else None
+        if not roots:
+            return None
+        root = roots[0]
+        # After a run, the root itself (loaded on first access, then kept): what the original
+        # dagger's exp.root was. A root that failed stays a promise.
+        if (
+            self._ran
+            and isinstance(root, ExperimentStatePromise)
+            and root.is_root
+            and self.store.has_record(root.sha())
+        ):
+            return realise(root, "exp.root")
+        return root
 
     # -- building the tree ---------------------------------------------------------------------
 
@@ -387,7 +400,10 @@ class Experiment:
         failed_before = plan.survey(roots, self.store)
         runner = self._runner(keep_going, progress, failed_before, log_interval, check_read_only)
         strategy = None if executor is None else functools.partial(dispatch, executor=executor)
-        return runner.run(roots, strategy)
+        try:
+            return runner.run(roots, strategy)
+        finally:
+            self._ran = True
 
     def plan(self) -> PlanReport:
         """What :meth:`run` would do now, without doing any of it.

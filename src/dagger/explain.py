@@ -137,13 +137,10 @@ class Explanation:
         )
 
     def __str__(self) -> str:
-        head = (
-            f"state {self.state_id[:12] if self.state_id else '?'}: "
-            + (
-                f"root of {self.name}"
-                if self.kind == "root"
-                else f"{self.name} applied to {(self.parent_id or '?')[:12]}"
-            )
+        head = f"state {self.state_id[:12] if self.state_id else '?'}: " + (
+            f"root of {self.name}"
+            if self.kind == "root"
+            else f"{self.name} applied to {(self.parent_id or '?')[:12]}"
         )
         lines = [head]
         word = "argument" if self.kind == "root" else "parameter"

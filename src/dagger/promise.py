@@ -27,7 +27,12 @@ from .recipe import Function, Growable, Recipe, child_sha
 from .record import RecipeInfo
 from .state import ExperimentState
 
-__all__ = ["ExperimentStatePromise", "TreeBuilder", "warn_scheduler"]
+__all__ = [
+    "ExperimentStatePromise",
+    "TreeBuilder",
+    "realise",
+    "warn_scheduler",
+]
 
 logger = logging.getLogger("dagger")
 
@@ -199,7 +204,7 @@ class ExperimentStatePromise(Growable):
         # Called only for names the promise itself lacks: the realised state's attributes.
         if name.startswith("_") or "experiment" not in self.__dict__:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-        state = self._realise(name)
+        state = realise(self, f"`{name}`")
         try:
             return getattr(state, name)
         except AttributeError:
@@ -208,21 +213,34 @@ class ExperimentStatePromise(Growable):
                 f"no attribute '{name}'."
             ) from None
 
-    def _realise(self, wanted: str) -> ExperimentState:
-        """The state this promise stands for, computed or loaded once and kept."""
-        if self._realised is None:
-            state = self.experiment.get(self)
-            self._realised = state
-            logger.info(
-                "Reading `%s` of %s: %s state %s.",
-                wanted,
-                "the root" if self.is_root else repr(self.recipe) if self.recipe else "a state",
-                "loaded stored" if state.from_cache else "computed and stored",
-                short_id(self.sha()),
-            )
-        return self._realised
-
     def __repr__(self) -> str:
         what = "root" if self.is_root else repr(self.recipe) if self.recipe else "stored"
         sha = self._sha[:12] if self._sha else "?"
         return f"ExperimentStatePromise({what}, sha={sha}, tags={list(self.tags)})"
+
+
+def realise(promise: ExperimentStatePromise, wanted: str) -> ExperimentState:
+    """The state ``promise`` stands for, computed (and stored) or loaded once, then kept.
+
+    Args:
+        promise: The promise.
+        wanted: What is being read, for the log line (``"`model`"``, ``"exp.root"``).
+
+    Raises:
+        RunError: The state (or one on its path) failed.
+    """
+    if promise._realised is None:
+        state = promise.experiment.get(promise)
+        promise._realised = state
+        logger.info(
+            "Reading %s of %s: %s state %s.",
+            wanted,
+            "the root"
+            if promise.is_root
+            else repr(promise.recipe)
+            if promise.recipe
+            else "a state",
+            "loaded stored" if state.from_cache else "computed and stored",
+            short_id(promise.sha()),
+        )
+    return promise._realised
