@@ -384,7 +384,7 @@ class Experiment:
         experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.experiment_arguments
         experiment.graph = StaticExperimentTree.from_store(
-            experiment, experiment.state_class, experiment.store, experiment.store.slim_entries()
+            experiment, experiment.state_class, experiment.store
         )
         if len(experiment.graph.roots) == 1:
             experiment.root = experiment.graph.roots[0]

@@ -13,8 +13,7 @@ from typing import Any
 
 from ._compat import call_method
 from .errors import CorruptStateError, ExperimentDefinitionError
-from .record import Notes, StateRecord, Status
-from .state import ExperimentState, adopt, apply_record
+from .state import ExperimentState, SlimInfo, SlimSource, adopt, apply_record, attach_info
 from .store import Results, Store
 
 __all__ = ["StoreOwner", "load_root", "load_state", "new_root", "slim_state"]
@@ -131,27 +130,15 @@ def load_root(
     return None
 
 
-def slim_state(
-    state_class: type[ExperimentState],
-    *,
-    owner: Any,
-    store: Store,
-    record: StateRecord,
-    notes: Notes,
-    has_payload: bool,
-) -> ExperimentState:
-    """A slim state (dagger's facts only, no content) from its record."""
+def slim_state(state_class: type[ExperimentState], source: SlimSource, row: int) -> ExperimentState:
+    """A slim state (dagger's facts only, no content) of row ``row`` of a restored tree.
+
+    Nothing is read or built beyond the object itself: its facts come from the tree's table
+    when first asked for (:class:`~dagger.state.SlimInfo`). ``__init__`` is not called (the
+    state was made by its recipe, not by this process).
+    """
     state = state_class.__new__(state_class)
-    apply_record(
-        state,
-        experiment=owner,
-        record=record,
-        notes=notes,
-        results=Results(notes.results, store.load_result),
-        slim=True,
-    )
-    if record.status is Status.DONE and not has_payload:
-        state.dagger.status = Status.MISSING
+    attach_info(state, SlimInfo(source, row))
     return state
 
 

@@ -9,14 +9,13 @@ serialisation of a segment, for a worker process.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptStateError, ExperimentDefinitionError
+from .errors import ExperimentDefinitionError
 from .promise import ExperimentStatePromise
-from .record import RecipeInfo
+from .record import RecipeInfo, Status
 from .store import Store
 
 __all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
@@ -132,38 +131,49 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
 def survey(roots: list[PlanNode], store: Store) -> set[str]:
     """Decide, for every node, whether it is stored and what work lies in its subtree.
 
+    One snapshot of the store answers for every node (no per-state read). A state counts as
+    stored only if its files are still there at their recorded sizes (``store.check``: a stat
+    per file, none for states kept inside the logs); one whose files are missing or truncated
+    is computed again by this run. A pruned state counts as stored: it is recomputed only if
+    something below it, or a Function on it, needs it.
+
     Returns:
         The ids of the plan's states that failed in an earlier run.
     """
-    found = store.survey()
+    table = store.survey()
     order: list[PlanNode] = []
+    stored: list[str] = []
+    failed: set[str] = set()
     stack = list(roots)
     while stack:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
         sha = node.sha
-        node.stored = sha in found.stored
-        if sha in found.broken:
-            with contextlib.suppress(CorruptStateError):
-                store.quarantine(sha, "its record has no payload file")
+        status = table.status_of(sha)
+        node.stored = status is Status.DONE or status is Status.PRUNED
+        if status is Status.DONE:
+            stored.append(sha)
+        elif status is Status.FAILED:
+            failed.add(sha)
         if node.tags and node.stored:
-            record = store.read_record(sha)
-            known = set(record.tags) if record is not None else set()
-            if sha in found.notes:
-                known.update(store.read_notes(sha).tags)
+            known = table.tags_of(sha)
             node.new_tags = [tag for tag in node.tags if tag not in known]
         if node.functions:
-            results = store.read_notes(sha).results if sha in found.notes else {}
             for name in node.functions:
-                entry = results.get(name)
+                summary = table.result_of(sha, name) if node.stored else None
                 if (
-                    not node.stored
-                    or entry is None
-                    or entry.failed
-                    or entry.code != node.function_codes[name]
+                    summary is None
+                    or summary[2]  # it failed
+                    or summary[1] != node.function_codes[name]
+                    or (not summary[3] and _result_damaged(store, sha, name))
                 ):
                     node.pending.append(name)
+    problems = store.check(stored) if stored else {}
+    if problems:
+        for node in order:
+            if node.sha in problems:
+                node.stored = False
     for node in reversed(order):  # children before parents
         node.consumers = sum(1 for child in node.children if not child.stored) + int(node.keep)
         node.work = (
@@ -173,7 +183,13 @@ def survey(roots: list[PlanNode], store: Store) -> set[str]:
             or node.keep
             or any(child.work for child in node.children)
         )
-    return {node.sha for node in order if node.sha in found.failures}
+    return failed
+
+
+def _result_damaged(store: Store, sha: str, name: str) -> bool:
+    """Whether a recorded side-payload result can no longer be loaded (it is recomputed)."""
+    entry = store.read_notes(sha).results.get(name)
+    return entry is None or store.result_problem(entry) is not None
 
 
 def count(roots: Iterable[PlanNode], measure: Callable[[PlanNode], int], *, all: bool) -> int:

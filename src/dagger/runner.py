@@ -8,9 +8,13 @@ Given a plan (:mod:`dagger.plan`) and a store, the runner walks it depth-first:
   itself, earlier ones get a copy, so memory holds the states of one root-to-leaf path;
 * a recipe that raises is recorded as a failure (error and traceback), its subtree is skipped,
   and the rest of the tree still runs; :class:`~dagger.errors.RunError` lists the failures;
-* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
+* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store; Ctrl-C
+  ends the run with one line saying what was stored (:class:`Interrupted`, exit status 130);
 * a per-state lock keeps two processes from computing one state: the second waits, then
-  finds the record and uses it.
+  finds the record and uses it; a stored state whose files turn out to be missing or
+  truncated is set aside and computed again;
+* the store cannot be written (disk full, read-only): the run stops with that StoreError
+  (nothing stored before is lost), instead of recording every following state as failed.
 
 The runner knows nothing of experiments: it gets a store, the state class and the object
 states call back (``experiment_object``). Running on an executor is :mod:`dagger.executors`.
@@ -18,6 +22,7 @@ states call back (``experiment_object``). Running on an executor is :mod:`dagger
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -29,7 +34,7 @@ from typing import Any
 from ._compat import call_method
 from ._names import class_path, short_id
 from ._version import __version__
-from .errors import DaggerError, RecipeResultError, RunError
+from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
 from .loading import load_state, new_root
 from .plan import PlanNode, count
 from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
@@ -37,7 +42,7 @@ from .state import ExperimentState, adopt
 from .store import Results, Store
 from .store.payload import copy_payload
 
-__all__ = ["Failure", "RunReport", "Runner"]
+__all__ = ["Failure", "Interrupted", "RunReport", "Runner"]
 
 logger = logging.getLogger("dagger")
 
@@ -109,6 +114,39 @@ class RunReport:
             f"{self.skipped} skipped, {self.functions} function results in "
             f"{self.seconds:.2f} s"
         )
+
+
+class Interrupted(SystemExit, KeyboardInterrupt):
+    """Ctrl-C stopped a run; the store was left consistent and everything computed is stored.
+
+    Uncaught in a script, it ends the process with exit status 130 and no traceback (the one
+    line that says what was stored is printed before); ``except KeyboardInterrupt`` still
+    catches it. In an interactive session (IPython, Jupyter, ``python -i``) a plain
+    KeyboardInterrupt carrying the same line is raised instead, so the session goes on.
+
+    Attributes:
+        report: What the run did before it was stopped.
+    """
+
+    def __init__(self, report: RunReport) -> None:
+        super().__init__(130)
+        self.report = report
+
+
+def _interrupted_line(report: RunReport) -> str:
+    return (
+        f"Interrupted: {report.computed} state(s) computed and stored by this run "
+        f"({report.cached} were stored before); the store is consistent. Run the same code "
+        "again to resume: what is stored is not computed again."
+    )
+
+
+def _interactive() -> bool:
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return True
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return callable(get) and get() is not None
 
 
 class Stop(Exception):
@@ -216,6 +254,15 @@ class Runner:
                     strategy(self, roots)
         except Stop:
             pass
+        except KeyboardInterrupt:
+            # The store's batch has ended (entries synced, log closed): say so in one line.
+            self._close_bar()
+            self.report.seconds = time.perf_counter() - started
+            line = _interrupted_line(self.report)
+            if _interactive():
+                raise KeyboardInterrupt(line) from None
+            print(line, file=sys.stderr, flush=True)
+            raise Interrupted(self.report) from None
         finally:
             self._close_bar()
             self.report.seconds = time.perf_counter() - started
@@ -315,11 +362,17 @@ class Runner:
         """
         with self.store.lock(node.sha):
             if self.store.has_record(node.sha):
-                # Another process stored it meanwhile: use its record, add this run's tags.
-                node.stored = True
-                node.new_tags = list(node.tags)
-                self.report.cached += 1
-                return None
+                problem = self.store.check([node.sha]).get(node.sha)
+                if problem is None:
+                    # Another process stored it meanwhile: use its record, add this run's tags.
+                    node.stored = True
+                    node.new_tags = list(node.tags)
+                    self.report.cached += 1
+                    return None
+                # Stored, but its files are missing or truncated: set it aside (under its
+                # lock, on direct evidence) and compute it again.
+                with contextlib.suppress(CorruptStateError):
+                    self.store.quarantine(node.sha, problem)
             return self._compute_unlocked(node, parent_held)
 
     def _compute_unlocked(self, node: PlanNode, parent_held: Held | None) -> ExperimentState:
@@ -335,10 +388,17 @@ class Runner:
                     tags=node.tags,
                 )
             elif node.recipe is None:
+                previous = self.store.read_failure(node.sha)
+                cause = ""
+                if previous is not None and previous.error is not None:
+                    cause = (
+                        f" It failed when it was computed ({previous.error.type}: "
+                        f"{previous.error.message}); that first cause stays recorded."
+                    )
                 raise DaggerError(
                     f"State {node.sha[:12]} is not in the store any more and this Experiment "
-                    "does not know the recipe that made it. Run the script that built it "
-                    "again to recompute it."
+                    f"does not know the recipe that made it.{cause} Run the script that built "
+                    "it again to recompute it."
                 )
             else:
                 assert parent_held is not None
@@ -379,15 +439,38 @@ class Runner:
                 hook()
         except Failed:
             raise
+        except StoreError as error:
+            if not isinstance(error, CorruptStateError):
+                raise  # the store cannot be written: stop the run; nothing stored is lost
+            raise self._failed(node, parent_id, error) from error
         except Exception as error:
-            failure = Failure(
-                state_id=node.sha,
-                recipe=node.describe(),
-                error_type=type(error).__name__,
-                message=str(error),
-                traceback=traceback.format_exc(),
-                exception=error,
-            )
+            raise self._failed(node, parent_id, error) from error
+        state.dagger.status = Status.DONE
+        state.dagger.properties = dict(state.dagger.record.properties)
+        if node.sha in self.failed_before:
+            self.store.clear_failure(node.sha)
+        self.saved.add(node.sha)
+        self.report.computed += 1
+        self.report.computed_ids.append(node.sha)
+        self.tick()
+        return state
+
+    def _failed(self, node: PlanNode, parent_id: str | None, error: Exception) -> Failed:
+        """Record why a state failed and return the Failed to raise (called in its ``except``).
+
+        A stored state this Experiment cannot recompute (its recipe is unknown here) keeps the
+        failure record it has: the first cause is what matters.
+        """
+        failure = Failure(
+            state_id=node.sha,
+            recipe=node.describe(),
+            error_type=type(error).__name__,
+            message=str(error),
+            traceback=traceback.format_exc(),
+            exception=error,
+        )
+        unknown = node.recipe is None and not node.is_root
+        if not (unknown and self.store.read_failure(node.sha) is not None):
             self.store.write_failure(
                 StateRecord(
                     id=node.sha,
@@ -400,17 +483,8 @@ class Runner:
                     error=failure.error_info(),
                 )
             )
-            logger.error("State %s (%s) failed: %s", short_id(node.sha), node.describe(), error)
-            raise Failed(failure) from error
-        state.dagger.status = Status.DONE
-        state.dagger.properties = dict(state.dagger.record.properties)
-        if node.sha in self.failed_before:
-            self.store.clear_failure(node.sha)
-        self.saved.add(node.sha)
-        self.report.computed += 1
-        self.report.computed_ids.append(node.sha)
-        self.tick()
-        return state
+        logger.error("State %s (%s) failed: %s", short_id(node.sha), node.describe(), error)
+        return Failed(failure)
 
     def _adopt(self, state: ExperimentState, node: PlanNode, parent_id: str | None) -> None:
         adopt(
@@ -441,6 +515,8 @@ class Runner:
                 value = function.op(state)
                 entry = self.store.store_result(node.sha, name, value, code)
             except Exception as error:
+                if isinstance(error, StoreError) and not isinstance(error, CorruptStateError):
+                    raise  # the store cannot be written: stop the run
                 failure = Failure(
                     state_id=node.sha,
                     recipe=node.describe(),

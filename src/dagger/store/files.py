@@ -28,9 +28,11 @@ __all__ = [
     "hash_file",
     "is_temp",
     "publish",
+    "temp_owner",
     "temp_path",
     "write_atomic",
     "write_temp",
+    "writer_token",
 ]
 
 CHUNK = 1 << 22
@@ -60,6 +62,23 @@ class _TempNames:
 
 
 _NAMES = _TempNames()
+
+
+def writer_token() -> str:
+    """This process's writer token (pid and random bits, new after a fork).
+
+    It names the process's log (``log/<token>.log``) and is part of every temporary name it
+    creates, so that ``gc`` can tell a live writer's temporary file from a dead one's.
+    """
+    return _NAMES.token
+
+
+def temp_owner(name: str) -> str | None:
+    """The writer token inside a temporary file's name (None if it is not one of ours)."""
+    if not is_temp(name):
+        return None
+    token, _, counter = name.rpartition(TEMP_MARK)[2].rpartition("-")
+    return token if token and counter.isdigit() else None
 
 
 def temp_path(path: Path) -> Path:

@@ -29,6 +29,14 @@ __all__ = ["copy_payload", "dumps_payload", "dumps_state", "loads_payload"]
 PROTOCOL = 5
 
 
+class _BlobWriteFailed(Exception):
+    """Internal: writing a blob failed (an OSError of the store, not of pickling)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # -- pickling ----------------------------------------------------------------------------------
 
 
@@ -91,7 +99,10 @@ class _BlobRouting:
 
     def _put(self, data: memoryview) -> str:
         assert self.blobs is not None
-        digest = self.blobs.put(data)
+        try:
+            digest = self.blobs.put(data)
+        except OSError as error:
+            raise _BlobWriteFailed(error) from error
         self.refs[digest] = data.nbytes
         return digest
 
@@ -120,6 +131,7 @@ def dumps_payload(obj: Any, blobs: Blobs | None = None) -> tuple[bytes, dict[str
         (``"pickle"``, or ``"dill"`` when the standard pickler could not do it).
 
     Raises:
+        OSError: A blob could not be written (no space left, no permission).
         Exception: Whatever dill raises when neither pickler can pickle ``obj``.
     """
     for kind, pickler in (("pickle", _Pickler), ("dill", _DillPickler)):
@@ -127,6 +139,8 @@ def dumps_payload(obj: Any, blobs: Blobs | None = None) -> tuple[bytes, dict[str
         refs: dict[str, int] = {}
         try:
             pickler(file, blobs, refs).dump(obj)
+        except _BlobWriteFailed as failed:
+            raise failed.error from None
         except Exception:
             if kind == "dill":
                 raise
@@ -338,9 +352,12 @@ def dumps_state(state: Any, blobs: Blobs | None) -> tuple[bytes, dict[str, int],
 
     Raises:
         SerializationError: The state cannot be pickled; the message names the attribute.
+        OSError: A blob could not be written (no space left, no permission).
     """
     try:
         return dumps_payload(state, blobs)
+    except OSError:
+        raise  # a blob could not be written: the store reports that, not "unpicklable"
     except Exception as error:
         culprit = _find_unpicklable(state)
         what = f"attribute `{culprit[0]}` holds a `{culprit[1]}`" if culprit else "it"
