@@ -1288,12 +1288,24 @@ class DirectoryStore:
 
     # -- locks ---------------------------------------------------------------------------------
 
-    def lock(self, state_id: str) -> contextlib.AbstractContextManager[Any]:
-        """The inter-process lock of a state.
+    @contextlib.contextmanager
+    def lock(self, state_id: str) -> Iterator[None]:
+        """The inter-process lock of a state (reentrant within a thread).
 
         A no-op where file locks cannot be trusted (network filesystems; warned once).
+
+        Raises:
+            StoreError: The lock file cannot be opened (a read-only folder, a folder in its
+                place).
         """
-        return state_lock(self.locks_dir, state_id, enabled=self._locks_trusted())
+        held = state_lock(self.locks_dir, state_id, enabled=self._locks_trusted())
+        # Only taking the lock is the store's business: an OSError of the block is not.
+        with os_errors(f"lock state {state_id[:12]}", self.locks_dir, root=self.directory):
+            held.__enter__()
+        try:
+            yield
+        finally:
+            held.__exit__(None, None, None)
 
     def experiment_lock(self) -> contextlib.AbstractContextManager[Any]:
         """The lock around experiment.json, conversion, compaction and gc."""

@@ -94,7 +94,7 @@ def os_errors(
     except DaggerError:
         raise
     except OSError as error:
-        target = writing.path or error.filename or path
+        target = error.filename or writing.path or path
         shown = relative(target, root)
         details: dict[str, object] = {
             "operation": operation,
@@ -103,13 +103,16 @@ def os_errors(
         }
         if error.errno in _FULL or error.errno in _TOO_BIG:
             free = free_bytes(target)
-            details.update(needed=writing.nbytes, free=free)
+            needed = getattr(error, "needed", None)  # set by the store's writers
+            if needed is None:
+                needed = writing.nbytes
+            details.update(needed=needed, free=free)
             what = "no space left" if error.errno in _FULL else "the file-size limit was reached"
             if error.errno == errno.EDQUOT:
                 what = "your disk quota is used up"
             message = (
                 f"Could not {operation}: {what} while writing `{shown}` "
-                f"({_size(writing.nbytes)} to write, "
+                f"({_size(needed)} to write, "
                 f"{_size(free) if free is not None else 'an unknown amount'} free). Nothing "
                 "stored before is lost and the store is consistent: free some space (or run "
                 "`dagger gc` on the experiment folder), then run again."

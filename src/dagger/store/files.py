@@ -107,7 +107,11 @@ def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
     file is removed before the error propagates.
     """
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    chunks = list(chunks)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise _about(error, path, chunks) from None
     try:
         for chunk in chunks:
             view = memoryview(chunk).cast("B")
@@ -116,12 +120,23 @@ def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
                 view = view[written:]
         if durable:
             os.fsync(fd)
-    except BaseException:
+    except BaseException as error:
         os.close(fd)
         _unlink_quietly(tmp)
+        if isinstance(error, OSError):
+            raise _about(error, path, chunks) from None
         raise
     os.close(fd)
     return tmp
+
+
+def _about(error: OSError, path: Path, chunks: list[Data]) -> OSError:
+    """The error of a failed write, naming the file meant (not its temporary name) and, as
+    ``error.needed``, how many bytes were being written (for the store's error message)."""
+    if error.filename is None or TEMP_MARK in str(error.filename):
+        error.filename = str(path)
+    error.needed = sum(memoryview(chunk).nbytes for chunk in chunks)  # type: ignore[attr-defined]
+    return error
 
 
 def publish(tmp: Path, path: Path, *, replace: bool) -> bool:

@@ -131,6 +131,11 @@ class _RangeLocks:
 
     def descriptor(self) -> int:
         with self.guard:
+            if self.fd is not None and self.pid == os.getpid() and not self._same_file():
+                # states.lock was deleted or replaced: locking the old file would exclude no
+                # process that opens the new one.
+                os.close(self.fd)
+                self.fd = None
             if self.fd is None or self.pid != os.getpid():
                 _check_lock_path(self.path)
                 try:
@@ -142,6 +147,15 @@ class _RangeLocks:
                 self.pid = os.getpid()
                 self.depth = {}
             return self.fd
+
+    def _same_file(self) -> bool:
+        assert self.fd is not None
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self.fd)
+        return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
 
     def thread_lock(self, offset: int) -> threading.RLock:
         with self.guard:

@@ -198,11 +198,15 @@ class LogWriter:
             while view:
                 written = os.write(self.fd, view)
                 view = view[written:]
-        except BaseException:
+        except BaseException as error:
             # Half an entry must not stay in the log: a reader would wait for its end forever
             # (or, after a later entry, see it as damage).
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, start)
+            if isinstance(error, OSError):
+                if error.filename is None and self.path is not None:
+                    error.filename = str(self.path)
+                error.needed = len(data)  # type: ignore[attr-defined]
             raise
         self.size = start + len(data)
         if self.durable:
