@@ -166,7 +166,7 @@ def test_each_state_is_computed_once_however_many_processes_run_the_tree(
         )
         time.sleep(0.7 * (index + 1))
     outcomes = [process.communicate(timeout=600) for process in started]
-    for process, (stdout, stderr) in zip(started, outcomes, strict=True):
+    for process, (_, stderr) in zip(started, outcomes, strict=True):
         assert process.returncode == 0, stderr
         assert "unusable" not in stderr and "damaged" not in stderr, stderr  # no false alarm
     lines = calls(log)
