@@ -7,12 +7,13 @@
     dagger draw DIR [-o FILE]                    draw the tree to FILE (.png, .svg or .pdf)
     dagger verify DIR                            check every record, payload and blob against
                                                  its checksum
-    dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
+    dagger gc DIR [--dry-run] [--repair]         remove blobs and files that nothing refers to
 
 Also runs as ``python -m dagger``. Showing, listing and drawing read the records only (no
 payload is loaded), and work where the experiment's state class cannot be imported.
 
-Exit status: 0 on success; 1 when ``verify`` finds problems or ``ls --tag`` matches nothing;
+Exit status: 0 on success; 1 when ``verify`` finds problems, ``gc`` refuses (damaged entries)
+or ``ls --tag`` matches nothing;
 2 with a one-line error for a folder that is not an experiment or another dagger error.
 """
 
@@ -54,9 +55,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    report = gc(args.directory, dry_run=args.dry_run, min_age=args.min_age)
+    report = gc(args.directory, dry_run=args.dry_run, min_age=args.min_age, repair=args.repair)
     print(report)
-    return 0
+    return 1 if report.refused else 0
 
 
 # -- restoring -------------------------------------------------------------------------------------
@@ -65,12 +66,12 @@ def _gc(args: argparse.Namespace) -> int:
 def _tree(directory: str) -> StaticExperimentTree:
     """The stored tree of the experiment in ``directory``, slim.
 
-    Showing, listing and drawing read records only, so the user's code need not be
-    importable: a state class that cannot be imported here gets a stand-in (one warning).
+    Showing, listing and drawing read records only, so the user's code is not imported (none
+    of it runs): the states are of a stand-in class named like theirs.
     """
     from .experiment import Experiment
 
-    tree = Experiment.restore(directory).graph
+    tree = Experiment.restore(directory, import_class=False).graph
     if tree is None:  # restore() always builds one; this keeps the type checker informed
         raise NotAnExperimentError(f"`{directory}` holds no experiment tree.", directory=directory)
     return tree
@@ -296,7 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_AGE,
         metavar="SECONDS",
-        help=f"leave files younger than this alone (default {DEFAULT_MIN_AGE:.0f})",
+        help=(
+            "while a run is going on, leave unreferenced files younger than this alone "
+            f"(default {DEFAULT_MIN_AGE:.0f})"
+        ),
+    )
+    clean.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged log entries to quarantine/ first, instead of refusing to collect",
     )
     clean.set_defaults(handler=_gc)
     return parser

@@ -353,6 +353,7 @@ class Experiment:
         *,
         durability: str = "safe",
         blob_threshold: int = DEFAULT_THRESHOLD,
+        import_class: bool = True,
     ) -> Experiment:
         """Reload a stored experiment in slim form: records only, no payload is read.
 
@@ -362,6 +363,9 @@ class Experiment:
                 it cannot be imported (it was defined in a script or notebook, or its module
                 fails to import here), a stand-in is used for the slim states, with one
                 warning; a full load brings the real class back from the payload.
+            import_class: False leaves the state class's module alone (not imported: no code
+                of it runs) and uses the stand-in, quietly: for tools that read records only
+                (``dagger show``, ``ls``, ``draw``).
 
         Returns:
             An Experiment whose ``graph`` is the StaticExperimentTree of the stored states.
@@ -380,7 +384,9 @@ class Experiment:
         )
         meta = experiment.store.read_meta()
         if state_class is None:
-            experiment.state_class, experiment.stand_in = _stored_class(meta.state_class)
+            experiment.state_class, experiment.stand_in = _stored_class(
+                meta.state_class, import_class
+            )
         experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.experiment_arguments
         experiment.graph = StaticExperimentTree.from_store(
@@ -391,17 +397,20 @@ class Experiment:
         return experiment
 
 
-def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
-    """The stored state class, or a stand-in named like it if it cannot be imported here."""
-    try:
-        found = import_class(stored_path)
-        if issubclass(found, ExperimentState):
-            return found, False
-        reason = "it is not an ExperimentState subclass"
-    except (Exception, SystemExit) as error:  # whatever the user's module raises at import
-        reason = f"{type(error).__name__}: {error}"
+def _stored_class(stored_path: str, importing: bool = True) -> tuple[type[ExperimentState], bool]:
+    """The stored state class, or a stand-in named like it if it cannot (or must not) be
+    imported here."""
+    reason = ""
+    if importing:
+        try:
+            found = import_class(stored_path)
+            if issubclass(found, ExperimentState):
+                return found, False
+            reason = "it is not an ExperimentState subclass"
+        except (Exception, SystemExit) as error:  # whatever the user's module raises at import
+            reason = f"{type(error).__name__}: {error}"
     module, _, qualname = stored_path.partition(":")
-    if module != "__main__":
+    if importing and module != "__main__":
         logger.warning(
             "The state class %s cannot be imported here (%s); slim states work, and a full "
             "load brings the class back from the stored state.",

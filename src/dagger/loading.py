@@ -7,6 +7,7 @@ calls back to load itself or its root (an Experiment is one; a worker uses this 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from typing import Any
@@ -16,7 +17,7 @@ from .errors import CorruptStateError, ExperimentDefinitionError
 from .state import ExperimentState, SlimInfo, SlimSource, adopt, apply_record, attach_info
 from .store import Results, Store
 
-__all__ = ["StoreOwner", "load_root", "load_state", "new_root", "slim_state"]
+__all__ = ["StoreOwner", "damage_noter", "load_root", "load_state", "new_root", "slim_state"]
 
 logger = logging.getLogger("dagger")
 
@@ -97,12 +98,23 @@ def load_state(
         experiment=owner,
         record=record,
         notes=notes,
-        results=Results(notes.results, store.load_result),
+        results=Results(notes.results, store.load_result, on_damage=damage_noter(store, sha)),
         slim=False,
     )
     for hook in list(getattr(state, "load_post_hooks", [])):
         hook()
     return state
+
+
+def damage_noter(store: Store, sha: str) -> Any:
+    """What a state's Results call when a recorded result turns out damaged: the store marks
+    it failed, so that the next run computes it again (and replaces the damaged copy)."""
+
+    def note(name: str, error: Exception) -> None:
+        with contextlib.suppress(Exception):  # a read-only folder: the error is raised anyway
+            store.forget_result(sha, name, str(error))
+
+    return note
 
 
 def load_root(

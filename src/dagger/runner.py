@@ -35,7 +35,7 @@ from ._compat import call_method
 from ._names import class_path, short_id
 from ._version import __version__
 from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
-from .loading import load_state, new_root
+from .loading import damage_noter, load_state, new_root
 from .plan import PlanNode, count
 from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
 from .state import ExperimentState, adopt
@@ -535,7 +535,9 @@ class Runner:
             self.tick()
         notes = self.store.update_notes(node.sha, tags=node.new_tags, results=results)
         state.dagger.notes = notes
-        state.dagger.results = Results(notes.results, self.store.load_result)
+        state.dagger.results = Results(
+            notes.results, self.store.load_result, on_damage=damage_noter(self.store, node.sha)
+        )
         if any(entry.failed for entry in results.values()) and not self.keep_going:
             raise Stop()
 

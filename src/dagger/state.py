@@ -558,7 +558,10 @@ def _results(info: SlimInfo) -> Results:
     if not summaries:
         return Results({}, table.loader())
     return Results(
-        summary_entries(summaries), table.loader(), resolve=lambda: table.notes(row).results
+        summary_entries(summaries),
+        table.loader(),
+        resolve=lambda: table.notes(row).results,
+        on_damage=table.damage_noter(row),
     )
 
 

@@ -158,6 +158,11 @@ class Store(Protocol):
         """
         ...
 
+    def forget_result(self, state_id: str, name: str, reason: str) -> None:
+        """Record that a state's result ``name`` cannot be loaded (its side payload is missing
+        or damaged): it counts as failed, so the next run computes it again."""
+        ...
+
     def result_problem(self, entry: ResultEntry) -> str | None:
         """Why a recorded result's side payload cannot be loaded (checked, not unpickled),
         or None: a run recomputes a result that has a problem."""

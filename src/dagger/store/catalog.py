@@ -90,6 +90,7 @@ class Catalog:
         # the latest marker
         self.mseq: list[int] = []
         self.mark: list[int] = []
+        self.mreason: dict[int, str] = {}
         # the description, from the newest of record and failure
         self.dseq: list[int] = []
         self.recipe: list[int] = []
@@ -296,6 +297,10 @@ class Catalog:
         if marker.seq <= self.mseq[row]:
             return False
         self.mseq[row], self.mark[row] = marker.seq, _MARKS[marker.kind]
+        if marker.reason:
+            self.mreason[row] = marker.reason
+        else:
+            self.mreason.pop(row, None)
         return True
 
     def add_part(self, key: str, part: Any) -> None:
@@ -352,6 +357,10 @@ class Catalog:
     def blob_refs(self, row: int) -> dict[str, int]:
         number = self.blobs[row]
         return self.blobsets[number] if number >= 0 else {}
+
+    def marker_reason(self, row: int) -> str:
+        """Why the row's last marker was written (empty if it has none, or none was said)."""
+        return self.mreason.get(row, "")
 
     def payload_file(self, row: int) -> str | None:
         return self.pfile.get(row)
@@ -412,6 +421,7 @@ class Catalog:
         document.update(
             ids="".join(self.ids),
             pfile={str(row): path for row, path in self.pfile.items()},
+            mreason={str(row): reason for row, reason in self.mreason.items()},
             recipes=[list(item) for item in self.recipes],
             propsets=self.prop_keys,
             blobsets=self.blob_keys,
@@ -450,6 +460,7 @@ class Catalog:
         if len(catalog.row_of) != count:
             raise ValueError("index ids repeat")
         catalog.pfile = {int(row): path for row, path in document["pfile"].items()}
+        catalog.mreason = {int(row): str(text) for row, text in document["mreason"].items()}
         catalog.recipes = [(str(a), str(b), str(c)) for a, b, c in document["recipes"]]
         catalog._recipe_no = {item: number for number, item in enumerate(catalog.recipes)}
         shared = document["shared"]

@@ -46,6 +46,7 @@ from ..errors import (
 from ..record import (
     FORMAT_VERSION,
     INLINE,
+    ErrorInfo,
     ExperimentMeta,
     InvalidRecordError,
     Marker,
@@ -99,9 +100,12 @@ DURABILITY = ("safe", "fast")
 #: ones get a file of their own. A state whose tensors went to blobs pickles to a few KiB.
 INLINE_LIMIT = 16 * 1024
 
-#: Rewrite the index at the end of a run (or a restore) once this many entries were read or
-#: written past it.
-INDEX_STALE_ENTRIES = 256
+#: The index is rewritten once the entries read or written past it reach this fraction of the
+#: states it holds (a restore then reads that many entries from the logs' tails, besides the
+#: index); small stores rewrite it whenever it lags.
+INDEX_STALE_FRACTION = 0.01
+INDEX_SMALL = 10_000
+_INDEX_MISSING = 1 << 62
 
 _WRITERS: weakref.WeakSet[LogWriter] = weakref.WeakSet()
 
@@ -392,7 +396,7 @@ class DirectoryStore:
                 catalog, self._tails = found
             else:
                 catalog, self._tails = Catalog(), {}
-                self._entries_since_index = INDEX_STALE_ENTRIES  # write one when we can
+                self._entries_since_index = _INDEX_MISSING  # write one when we can
             self.catalog = catalog
         self.read_logs(catalog, names, self._tails)
         return catalog
@@ -531,7 +535,7 @@ class DirectoryStore:
             )
         with contextlib.suppress(OSError):
             os.unlink(self.index_path)
-        self._entries_since_index = INDEX_STALE_ENTRIES
+        self._entries_since_index = _INDEX_MISSING
 
     def _warn_once(self, path: str, offset: int, message: str) -> None:
         if (path, offset) in self._warned:
@@ -581,7 +585,7 @@ class DirectoryStore:
         effort), so that the next process starts from it.
         """
         catalog = self.refresh()
-        if self.writer.fd is None:  # a run rewrites it at its end instead
+        if self._entries_since_index >= _INDEX_MISSING and self.writer.fd is None:
             with contextlib.suppress(Exception):
                 self.save_index()
         present: Any = None
@@ -909,30 +913,30 @@ class DirectoryStore:
         assert row is not None
         record = self.read_record(state_id)
         if record is None:
-            return _Problem("has a record entry that cannot be read")
+            return _Problem("its record entry cannot be read")
         info = record.payload
         if info is None:
-            return _Problem("has a record that names no payload")
+            return _Problem("its record names no payload")
         data: bytes
         if info.inline:
             found = self._frame(catalog.rlog[row], catalog.roff[row])
             if found is None:
-                return _Problem("has a record entry that does not match its checksum")
+                return _Problem("its record entry does not match its checksum")
             if found[1] is None or len(found[1]) != info.size:
                 log = catalog.logs[catalog.rlog[row]]
                 return _Problem(
-                    f"has a payload (inside log/{log} at byte {catalog.roff[row]}) that does "
-                    "not match its checksum"
+                    f"its payload (inside log/{log} at byte {catalog.roff[row]}) does not "
+                    "match its checksum"
                 )
             data = found[1]
         elif info.format == "save_hook":
             path = self.directory / info.file
             problem = _file_problem(path, info.size, info.sha256, self._rel(path))
             if problem is not None:
-                return _Problem(f"has a payload that {problem}")
+                return _Problem(f"its payload {problem}")
             load_hook = getattr(state_class, "load_hook", None)
             if not callable(load_hook):
-                return _Problem("was saved by a save_hook and its class has no load_hook")
+                return _Problem("it was saved by a save_hook and its class has no load_hook")
             return load_hook(path)
         else:
             path = self.directory / info.file
@@ -940,18 +944,17 @@ class DirectoryStore:
                 with open(path, "rb") as handle:
                     data = handle.read()
             except FileNotFoundError:
-                return _Problem(f"has lost its payload file {self._rel(path)}")
+                return _Problem(f"its payload file {self._rel(path)} is missing")
             if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
                 return _Problem(
-                    f"has a payload file {self._rel(path)} that does not match the checksum "
-                    "in its record"
+                    f"its payload file {self._rel(path)} does not match the checksum in its record"
                 )
         try:
             return loads_payload(data, self.blobs, map_location)
         except BlobError as error:
             relative_path = self._rel(self.blobs.path(error.digest))
             return _Problem(
-                f"refers to blob {relative_path}, which {error.reason}",
+                f"the blob {relative_path} it refers to {error.reason}",
                 blob=error.digest if error.reason != "missing" else None,
             )
 
@@ -986,7 +989,7 @@ class DirectoryStore:
                     self._mark(state_id, "quarantined", reason)
         where = f" (moved to {moved})" if moved else ""
         message = (
-            f"State {state_id[:12]} is unusable: it {reason}{where}. It counts as absent and "
+            f"State {state_id[:12]} is unusable: {reason}{where}. It counts as absent and "
             "will be recomputed on the next run."
         )
         logger.warning("%s", message)
@@ -1169,6 +1172,17 @@ class DirectoryStore:
                 state_id=None,
                 reason=error.reason,
             ) from None
+
+    def forget_result(self, state_id: str, name: str, reason: str) -> None:
+        """Record that a state's result ``name`` cannot be loaded: it counts as failed (with
+        ``reason``), so the next run computes it again and replaces the damaged copy."""
+        with self.lock(state_id):
+            self.refresh()
+            entry = self.read_notes(state_id).results.get(name)
+            if entry is None or entry.failed:
+                return
+            failed = ResultEntry(code=entry.code, error=ErrorInfo("CorruptStateError", reason))
+            self.update_notes(state_id, results={name: failed})
 
     def result_problem(self, entry: ResultEntry) -> str | None:
         """Why a recorded side-payload result cannot be loaded (a checked read of a small
@@ -1353,15 +1367,27 @@ class DirectoryStore:
                 with contextlib.suppress(Exception):
                     self.save_index()
 
+    def index_stale(self) -> bool:
+        """Whether the index is missing, damaged, or lags the logs by enough to rewrite it."""
+        lag = self._entries_since_index
+        if self.catalog is None or lag == 0:
+            return False
+        size = len(self.catalog)
+        return lag >= _INDEX_MISSING or size < INDEX_SMALL or lag >= size * INDEX_STALE_FRACTION
+
     def save_index(self, *, force: bool = False) -> bool:
         """Rewrite the index if it is stale (best effort: the index is a cache)."""
-        if self.catalog is None or self.format() < FORMAT_VERSION:
+        if self.format() < FORMAT_VERSION:
             return False
-        if not force and self._entries_since_index < INDEX_STALE_ENTRIES:
+        if self.catalog is None:
+            self.refresh()
+        if not force and not self.index_stale():
             return False
         if not self.directory.is_dir():
             return False
         catalog = self.refresh()
+        if not len(catalog) and not force:
+            return False
         written = write_index(self.directory, catalog, dict(self._tails))
         if written:
             self._entries_since_index = 0

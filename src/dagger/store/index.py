@@ -29,7 +29,7 @@ from .files import write_atomic
 from .frames import HEADER_SIZE, parse_header
 from .log import read_range
 
-__all__ = ["INDEX_NAME", "read_index", "write_index"]
+__all__ = ["INDEX_NAME", "index_damage", "read_index", "write_index"]
 
 logger = logging.getLogger("dagger")
 
@@ -61,6 +61,29 @@ def write_index(directory: Path, catalog: Catalog, tails: dict[str, tuple[int, s
         logger.debug("%s not written: %s", INDEX_NAME, error)
         return False
     return True
+
+
+def index_damage(directory: Path) -> str | None:
+    """Why the index file is damaged (not a dagger index, checksum, format), or None if it is
+    intact or absent. An intact index behind the logs is not damaged: it is out of date."""
+    try:
+        with open(directory / INDEX_NAME, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not data.startswith(_MAGIC):
+        return "not a dagger index"
+    head, _, body = data[len(_MAGIC) :].partition(b"\n")
+    if hashlib.blake2b(body, digest_size=16).hexdigest().encode() != head:
+        return "does not match its checksum"
+    try:
+        document = json.loads(body)
+        Catalog.from_index(document["catalog"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return f"malformed ({error})"
+    return None
 
 
 def read_index(directory: Path, logs: Path) -> tuple[Catalog, dict[str, tuple[int, str]]] | None:

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import NotAnExperimentError
-from ..record import INLINE, Status, loads, wire_refs
+from ..record import INLINE, Status, dumps, loads, wire_refs
 from . import records as rec
 from .catalog import Catalog
 from .files import fsync_dir, hash_file, is_temp, temp_owner, writer_token
-from .frames import Frame, Kind, scan
-from .index import INDEX_NAME, read_index, write_index
+from .frames import Frame, Kind, encode_frame, scan
+from .index import INDEX_NAME, index_damage, read_index, write_index
 from .legacy import old_files, read_legacy
 from .log import log_names, log_owner, read_from, writer_alive
 
@@ -226,8 +226,8 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
                 Problem(
                     state_id,
                     "log",
-                    "its content was found missing or damaged before (quarantined); a run "
-                    "recomputes it",
+                    f"its content was found unusable ({catalog.marker_reason(row) or 'damaged'}) "
+                    "and set aside; a run recomputes it",
                 )
             )
         if status is Status.DONE:
@@ -261,10 +261,11 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
                 continue
             report.results += 1
             if entry.file == INLINE:
-                if entry.sha256 not in catalog.values:
-                    report.problems.append(
-                        Problem(state_id, "log", f"result `{name}`: its value is not in the logs")
-                    )
+                problem = store.result_problem(entry)
+                if problem is not None:
+                    where = catalog.values.get(entry.sha256 or "")
+                    shown = f"log/{catalog.logs[where[0]]}" if where else "log"
+                    report.problems.append(Problem(state_id, shown, f"result `{name}`: {problem}"))
             else:
                 problem = _content_problem(directory / entry.file, entry.size, entry.sha256)
                 if problem:
@@ -281,7 +282,8 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
                 "a temporary file left by a writer that is gone (gc removes it)",
             )
         )
-    if not legacy and (directory / INDEX_NAME).exists():
+    if not legacy and not catalog.damage and (directory / INDEX_NAME).exists():
+        # (where entries are damaged, the index may well hold what they held: no news)
         report.problems.extend(_index_problems(store, catalog))
     report.blobs = len(checked_blobs)
     return report
@@ -293,16 +295,19 @@ def _state_of(path: str) -> str | None:
 
 
 def _index_problems(store: DirectoryStore, truth: Catalog) -> list[Problem]:
-    found = read_index(store.directory, store.log_dir)
-    if found is None:
+    damage = index_damage(store.directory)
+    if damage is not None:
         return [
             Problem(
                 None,
                 INDEX_NAME,
-                "damaged or out of date with the logs; ignored, and rewritten by the next run "
-                "or restore (it is only a cache)",
+                f"damaged ({damage}); ignored, and rewritten by the next run or restore (it is "
+                "only a cache)",
             )
         ]
+    found = read_index(store.directory, store.log_dir)
+    if found is None:
+        return []  # intact but behind the logs (they were compacted): rewritten when used
     indexed, tails = found
     store.read_logs(indexed, log_names(store.log_dir), tails, warn=False)
     problems = []
@@ -497,7 +502,7 @@ def gc(
             remove(path, young_matters=not trusted)
         if report.compacted and not dry_run:
             store.catalog = None
-            store.save_index(force=True)
+            store.save_index(force=True)  # the old one covered logs that are gone
     return report
 
 
@@ -559,6 +564,9 @@ def compact(store: DirectoryStore) -> int:
                 keep[(logs[log_no], offset)] = None
         if catalog.notes_visible(row) and catalog.nlog[row] >= 0:
             keep[(logs[catalog.nlog[row]], catalog.noff[row])] = None
+    pruned = {
+        catalog.ids[row] for row in range(len(catalog.ids)) if catalog.status(row) is Status.PRUNED
+    }
     markers: dict[str, int] = {
         catalog.ids[row]: catalog.mseq[row]
         for row in range(len(catalog.ids))
@@ -584,8 +592,12 @@ def compact(store: DirectoryStore) -> int:
                 continue
             if (name, frame.offset) not in keep:
                 continue
-            kept.append((frame, raw))
             document = loads(frame.document)
+            if frame.kind is Kind.RECORD and frame.raw_size and document.get("id") in pruned:
+                # a pruned state's payload goes (what pruning is for); its record stays
+                document.pop("payload", None)
+                raw = encode_frame(Kind.RECORD, dumps(document))
+            kept.append((frame, raw))
             wanted_parts.update(wire_refs(document).values())
             if frame.kind is Kind.NOTES:
                 for entry in (document.get("results") or {}).values():

@@ -23,6 +23,7 @@ from ..errors import (
     StateNotFoundError,
 )
 from ..record import (
+    ErrorInfo,
     ExperimentMeta,
     Marker,
     Notes,
@@ -258,6 +259,12 @@ class MemoryStore:
                 reason="missing",
             )
         return loads_payload(data, None)
+
+    def forget_result(self, state_id: str, name: str, reason: str) -> None:
+        entry = self.read_notes(state_id).results.get(name)
+        if entry is not None and not entry.failed:
+            failed = ResultEntry(code=entry.code, error=ErrorInfo("CorruptStateError", reason))
+            self.update_notes(state_id, results={name: failed})
 
     def result_problem(self, entry: ResultEntry) -> str | None:
         if entry.inline or entry.file in self.results:

@@ -7,24 +7,23 @@ its checksum before it is unpickled, and loaded on first access.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..errors import ColumnNotFoundError
+from ..errors import ColumnNotFoundError, CorruptStateError
 from ..record import ErrorInfo, ResultEntry
 
 __all__ = ["Results", "is_plain_json", "short_repr", "summary_entries"]
 
 
 def is_plain_json(value: Any, depth: int = 0) -> bool:
-    """Whether a value is stored inline: JSON types only, finite floats, string keys."""
+    """Whether a value is stored inline: JSON types only (any float), string keys."""
     if depth > 50:
         return False
     if value is None or (isinstance(value, bool | int | str) and type(value) in (bool, int, str)):
         return True
     if type(value) is float:
-        return math.isfinite(value)
+        return True  # NaN and infinities too: records write them as JSON numbers
     if type(value) is list:
         return all(is_plain_json(item, depth + 1) for item in value)
     if type(value) is dict:
@@ -56,6 +55,9 @@ class Results(Mapping[str, Any]):
         resolve: Where ``entries`` are summaries (a restored tree's, built from a store's
             columns without reading each state's notes), returns the full entries when one
             is needed (a side value to load, an error's traceback).
+        on_damage: Called with a result's name and the error when its side payload turns out
+            missing or damaged, before the error is raised (the store then records it, so
+            that the next run computes the result again).
     """
 
     def __init__(
@@ -63,11 +65,13 @@ class Results(Mapping[str, Any]):
         entries: Mapping[str, ResultEntry],
         loader: Callable[[ResultEntry], Any] | None = None,
         resolve: Callable[[], Mapping[str, ResultEntry]] | None = None,
+        on_damage: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self._entries = {name: entry for name, entry in entries.items() if not entry.failed}
         self._errors = {name: entry for name, entry in entries.items() if entry.failed}
         self._loader = loader
         self._resolve = resolve
+        self._on_damage = on_damage
         self._values: dict[str, Any] = {}
 
     def _full(self) -> None:
@@ -93,7 +97,12 @@ class Results(Mapping[str, Any]):
                     name=name,
                 )
             self._full()
-            self._values[name] = self._loader(self._entries.get(name, entry))
+            try:
+                self._values[name] = self._loader(self._entries.get(name, entry))
+            except CorruptStateError as error:
+                if self._on_damage is not None:
+                    self._on_damage(name, error)
+                raise
         return self._values[name]
 
     def _missing(self, name: str) -> str:

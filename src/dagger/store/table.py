@@ -133,6 +133,20 @@ class SlimTable:
         """What loads a side-payload result of this store (None without a store)."""
         return None if self.reader is None else self.reader.load_result
 
+    def damage_noter(self, row: int) -> Callable[[str, Exception], None] | None:
+        """What a row's Results call when a result's side payload turns out damaged."""
+        if self.reader is None:
+            return None
+        reader, state_id = self.reader, self.ids[row]
+
+        def note(name: str, error: Exception) -> None:
+            try:
+                reader.forget_result(state_id, name, str(error))
+            except Exception:  # a read-only folder: the error is raised to the caller anyway
+                return
+
+        return note
+
     def children(self) -> list[list[int]]:
         """Each row's child rows, in row (creation) order."""
         children: list[list[int]] = [[] for _ in self.ids]
