@@ -143,10 +143,11 @@ class MemoryStore:
     def load(self, state_id: str, state_class: Any = None, map_location: Any = None) -> Any:
         data = self.payloads.get(state_id)
         if data is None or not self.catalog.committed(state_id):
+            row = self.catalog.row_of.get(state_id)
+            pruned = row is not None and self.catalog.status(row) is Status.PRUNED
+            reason = "was pruned (its payload dropped)" if pruned else "is not in this store"
             raise CorruptStateError(
-                f"State {state_id[:12]} is not in this in-memory store.",
-                state_id=state_id,
-                reason="missing",
+                f"State {state_id[:12]} {reason}.", state_id=state_id, reason=reason
             )
         self.loads += 1
         return loads_payload(data, None, map_location)
