@@ -176,7 +176,7 @@ def test_each_state_is_computed_once_however_many_processes_run_the_tree(
     computed = [sha for report in reports for sha in report["computed"]]
     assert len(computed) == len(set(computed)) == 20_001
     assert all(report["cached"] + len(report["computed"]) == 20_001 for report in reports)
-    table = DirectoryStore(exp_dir).survey()
+    table = DirectoryStore(exp_dir).snapshot()
     assert len(table) == 20_001 and {str(status) for status in table.status} == {"done"}
     assert not (exp_dir / "quarantine").exists()
     report = dg.verify(exp_dir)
@@ -229,7 +229,7 @@ def test_a_kill_during_group_commit_leaves_every_state_whole_or_absent(tmp_path,
     )
     assert rerun.returncode == 0, rerun.stderr
     computed = set(json.loads(rerun.stdout.strip().splitlines()[-1])["computed"])
-    everything = set(DirectoryStore(exp_dir).survey().ids)
+    everything = set(DirectoryStore(exp_dir).snapshot().ids)
     assert len(everything) == 10_101
     assert computed == everything - set(stored)  # exactly the absent ones
     assert len(calls(log)) == len(computed)

@@ -127,7 +127,7 @@ def test_the_first_run_converts_it_and_computes_nothing(old_store, call_log):
     Multiply(7)(Add(1)(exp.spawn_new_tree(start=1)))
     assert exp.run(progress=False).computed == 1
     assert read_log(call_log) == ["mul:7"]
-    assert len(DirectoryStore(old_store).survey()) == 8
+    assert len(DirectoryStore(old_store).snapshot()) == 8
 
 
 def test_a_damaged_format1_record_is_reported_and_recomputed(old_store, call_log):

@@ -97,7 +97,7 @@ def test_an_index_with_a_wrong_id_inside_is_not_trusted(exp_dir, subprocess_env)
     build(exp_dir)
     index = exp_dir / "index.json"
     data = index.read_text()
-    table = DirectoryStore(exp_dir).survey()
+    table = DirectoryStore(exp_dir).snapshot()
     victim = table.ids[3]
     position = data.index(victim) + 10
     index.write_text(

@@ -60,7 +60,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, subprocess_env, call_log
     assert lines[0].startswith("Interrupted: ")
     assert "stored by this run" in lines[0] and "the store is consistent" in lines[0]
     assert "Run the same code again to resume" in lines[0]
-    stored = len(DirectoryStore(exp_dir).survey())
+    stored = len(DirectoryStore(exp_dir).snapshot())
     assert 4 <= stored < 41
     assert dg.verify(exp_dir).ok
     before = len(read_log(call_log))
@@ -135,7 +135,7 @@ def test_a_full_disk_stops_the_run_with_a_store_error_and_loses_nothing(tmp_path
         assert "Nothing stored before is lost" in message
         assert error.needed == 400_000 and error.free is not None and error.free < 400_000
         # what was stored is intact, and nothing half-written is left behind
-        stored = DirectoryStore(exp_dir).survey()
+        stored = DirectoryStore(exp_dir).snapshot()
         assert 1 <= len(stored) < 9
         report = dg.verify(exp_dir)
         assert report.ok, str(report)

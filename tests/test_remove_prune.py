@@ -42,7 +42,7 @@ def test_remove_takes_the_subtree_and_a_run_recomputes_it(target, call_log):
     ids = {name: promise.sha() for name, promise in nodes.items()}
     removed = target.remove([ids["a"]])
     assert removed == [ids["a"], ids["b"], ids["d"], ids["c"]]  # parents before children
-    table = target.survey()
+    table = target.snapshot()
     assert set(table.ids) == {ids["root"], ids["e"]}
     assert target.read_record(ids["b"]) is None and not target.has_record(ids["d"])
     if isinstance(target, DirectoryStore):
@@ -74,7 +74,7 @@ def test_prune_keeps_the_record_and_recomputes_only_on_demand(target, call_log):
     exp.run(progress=False)
     ids = {name: promise.sha() for name, promise in nodes.items()}
     assert target.prune([ids["b"], ids["b"], "0" * 64]) == [ids["b"]]
-    table = target.survey()
+    table = target.snapshot()
     assert str(table.status_of(ids["b"])) == "pruned"
     assert target.read_record(ids["b"]).recipe.params == {"factor": 3}  # the record stays
     with pytest.raises(dg.CorruptStateError, match="was pruned"):
@@ -99,7 +99,7 @@ def test_prune_keeps_the_record_and_recomputes_only_on_demand(target, call_log):
     report = exp.run(progress=False)
     assert read_log(call_log)[before:] == ["mul:3", "mul:7"]
     assert report.computed == 2
-    assert str(target.survey().status_of(ids["b"])) == "done"
+    assert str(target.snapshot().status_of(ids["b"])) == "done"
     assert nodes["b"].get().value == 6
 
 
@@ -140,7 +140,7 @@ def test_a_removal_during_a_run_corrupts_nothing(tmp_path, subprocess_env, call_
     while time.monotonic() < deadline and read_log(call_log).count("sleep:0.15") < 4:
         time.sleep(0.02)
     # remove the first branches (the run is past them, or in them) while it goes on
-    branch_ids = DirectoryStore(exp_dir).survey()
+    branch_ids = DirectoryStore(exp_dir).snapshot()
     firsts = [
         sha
         for row, sha in enumerate(branch_ids.ids)
@@ -159,10 +159,10 @@ def test_a_removal_during_a_run_corrupts_nothing(tmp_path, subprocess_env, call_
     assert run.returncode == 0, stderr.decode()
     assert dg.verify(exp_dir).ok
     # a rerun computes exactly what the removal took and the run did not put back
-    table = DirectoryStore(exp_dir).survey()
+    table = DirectoryStore(exp_dir).snapshot()
     before = len(read_log(call_log))
     rerun = subprocess.run([sys.executable, "run.py", str(exp_dir)], cwd=tmp_path, env=env)
     assert rerun.returncode == 0
-    after = DirectoryStore(exp_dir).survey()
+    after = DirectoryStore(exp_dir).snapshot()
     assert len(after) == 37 and all(str(status) == "done" for status in after.status)
     assert len(read_log(call_log)) - before == 37 - len(table)

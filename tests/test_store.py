@@ -143,7 +143,7 @@ def test_fast_durability_writes_the_same_store(tmp_path):
     Add(2)(Add(1)(root))
     exp.run(progress=False)
     assert sorted(os.listdir(safe / "payloads")) == sorted(os.listdir(fast / "payloads"))
-    tables = [DirectoryStore(folder).survey() for folder in (safe, fast)]
+    tables = [DirectoryStore(folder).snapshot() for folder in (safe, fast)]
     assert tables[0].ids == tables[1].ids and tables[0].params == tables[1].params
     with pytest.raises(ValueError, match="durability='sloppy' is not one of"):
         dg.Experiment(tmp_path / "x", CounterState, durability="sloppy")

@@ -17,11 +17,12 @@ from .errors import ExperimentDefinitionError
 from .promise import ExperimentStatePromise
 from .record import RecipeInfo, Status
 from .store import Store
+from .store.table import paused_gc
 
 __all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PlanNode:
     """One distinct state of the plan.
 
@@ -30,7 +31,8 @@ class PlanNode:
         parent: The parent node (None for a root, or for the first node of a worker's chain
             whose parent is stored).
         recipe: The recipe that computes it (None for a root or a state stored before).
-        info: How its record describes the recipe.
+        info: How its record describes the recipe (worked out when first asked for: a stored
+            state, most of a rerun's, never needs it).
         is_root: Whether it is a root (computed by ``initialize_state``).
         arguments: A root's ``spawn_new_tree`` arguments.
         tags: Every tag any promise of this state was defined with.
@@ -48,7 +50,7 @@ class PlanNode:
     sha: str
     parent: PlanNode | None
     recipe: Any = None
-    info: RecipeInfo | None = None
+    _info: RecipeInfo | None = None
     is_root: bool = False
     arguments: dict[str, Any] | None = None
     tags: list[str] = field(default_factory=list)
@@ -61,6 +63,13 @@ class PlanNode:
     work: bool = False
     consumers: int = 0
     keep: bool = False
+    promise: Any = field(default=None, repr=False)
+
+    @property
+    def info(self) -> RecipeInfo | None:
+        if self._info is None and self.promise is not None:
+            self._info = self.promise.recipe_info()
+        return self._info
 
     def describe(self) -> str:
         """``root``, ``stored state`` or the recipe's repr."""
@@ -87,6 +96,11 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
         ExperimentDefinitionError: Two different Functions with one name on one state.
         HashingError: A recipe property or argument cannot be hashed.
     """
+    with paused_gc():  # 100,000 nodes at once, none in a cycle the collector must find
+        return _build(roots, path)
+
+
+def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> list[PlanNode]:
     nodes: dict[str, PlanNode] = {}
     plan_roots: list[PlanNode] = []
     stack: list[tuple[ExperimentStatePromise, PlanNode | None]] = [
@@ -101,9 +115,9 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
                 sha,
                 parent,
                 promise.recipe,
-                promise.recipe_info(),
                 is_root=promise.is_root,
                 arguments=promise.arguments,
+                promise=promise,
             )
             (parent.children if parent else plan_roots).append(node)
         for tag in promise.tags:
@@ -140,6 +154,11 @@ def survey(roots: list[PlanNode], store: Store) -> set[str]:
     Returns:
         The ids of the plan's states that failed in an earlier run.
     """
+    with paused_gc():
+        return _survey(roots, store)
+
+
+def _survey(roots: list[PlanNode], store: Store) -> set[str]:
     table = store.survey()
     order: list[PlanNode] = []
     stored: list[str] = []
@@ -243,7 +262,9 @@ def from_wire(wire: dict[str, Any]) -> tuple[PlanNode | None, list[PlanNode]]:
     parent = PlanNode(wire["parent"], None, stored=True) if wire["parent"] else None
     chain: list[PlanNode] = []
     for item in wire["nodes"]:
-        node = PlanNode(parent=chain[-1] if chain else parent, work=True, **item)
+        fields = dict(item)
+        fields["_info"] = fields.pop("info")
+        node = PlanNode(parent=chain[-1] if chain else parent, work=True, **fields)
         if chain:
             chain[-1].children.append(node)
         chain.append(node)

@@ -582,15 +582,18 @@ class SlimInfo(StateInfo):
     __slots__ = ("row", "source")
 
     def __init__(self, source: SlimSource, row: int) -> None:  # no super(): slots stay unset
+        # Cheap facts are set now (read at C speed afterwards); the others on first access.
+        table = source.table
         self.source = source
         self.row = row
         self.slim = True
         self.from_cache = False
         self.experiment = source.owner
+        self.id = table.ids[row]
+        self.parent_id = table.parent_id[row]
+        self.status = table.status[row]
+        self.root = table.root[row]
 
-    id = _lazy("id", lambda info: info.source.table.ids[info.row])
-    parent_id = _lazy("parent_id", lambda info: info.source.table.parent_id[info.row])
-    status = _lazy("status", lambda info: info.source.table.status[info.row])
     record = _lazy("record", lambda info: info.source.table.record(info.row))
     notes = _lazy("notes", lambda info: info.source.table.notes(info.row))
     results = _lazy("results", _results)
@@ -602,7 +605,6 @@ class SlimInfo(StateInfo):
     )
     tags = _lazy("tags", lambda info: list(info.source.table.tags[info.row]))
     recipe = _lazy("recipe", lambda info: info.source.table.recipe_info(info.row))
-    root = _lazy("root", lambda info: info.source.table.root[info.row])
 
     @property
     def seconds(self) -> float | None:

@@ -19,6 +19,7 @@ from .loading import slim_state
 from .nodeset import NodeSet
 from .state import ExperimentState
 from .store import SlimTable, Store
+from .store.table import paused_gc
 
 if TYPE_CHECKING:
     import os
@@ -194,7 +195,7 @@ class StaticExperimentTree:
         store: Store,
         table: SlimTable | None = None,
     ) -> StaticExperimentTree:
-        """The tree of what ``store`` holds now (one snapshot: ``store.survey()``).
+        """The tree of what ``store`` holds now (one snapshot: ``store.snapshot()``).
 
         Args:
             owner: What the slim states call back to load themselves (the Experiment).
@@ -202,7 +203,7 @@ class StaticExperimentTree:
             store: The store.
             table: A snapshot already taken (default: take one).
         """
-        return cls(table if table is not None else store.survey(), owner, state_class)
+        return cls(table if table is not None else store.snapshot(), owner, state_class)
 
     # -- rows (SlimSource) -----------------------------------------------------------------------
 
@@ -234,7 +235,8 @@ class StaticExperimentTree:
 
     def _nodeset(self, rows: Iterable[int]) -> NodeSet:
         state = self.state
-        return NodeSet([state(row) for row in rows])
+        with paused_gc():  # (see paused_gc: many objects at once, none in a cycle)
+            return NodeSet([state(row) for row in rows])
 
     @property
     def toposort(self) -> dict[int, set[str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ExperimentDefinitionError
-from .base import Store
+from .base import Store, Survey
 from .directory import DirectoryStore
 from .memory import MemoryStore
 from .results import Results
@@ -32,6 +32,7 @@ __all__ = [
     "Results",
     "SlimTable",
     "Store",
+    "Survey",
     "open_store",
 ]
 

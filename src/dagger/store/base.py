@@ -18,10 +18,27 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any, NoReturn, Protocol
 
-from ..record import ExperimentMeta, Notes, ResultEntry, StateRecord
-from .table import SlimTable
+from ..record import ExperimentMeta, Notes, ResultEntry, StateRecord, Status
+from .table import ResultSummary, SlimTable
 
-__all__ = ["Store"]
+__all__ = ["Store", "Survey"]
+
+
+class Survey(Protocol):
+    """What a plan asks a store about its states before a run (one snapshot; a
+    :class:`~dagger.store.table.SlimTable` is one, and so is a store's catalog)."""
+
+    def status_of(self, state_id: str) -> Status | None:
+        """A state's status, or None if it is not in the store (or was removed)."""
+        ...
+
+    def tags_of(self, state_id: str) -> tuple[str, ...]:
+        """The tags of a state's record and its notes."""
+        ...
+
+    def result_of(self, state_id: str, name: str) -> ResultSummary | None:
+        """``(summary, code identity, failed, inline)`` of a recorded result, or None."""
+        ...
 
 
 class Store(Protocol):
@@ -54,9 +71,13 @@ class Store(Protocol):
 
     # -- states ------------------------------------------------------------------------------
 
-    def survey(self) -> SlimTable:
-        """A snapshot of every state's slim facts (status, tags, results, ...): what a plan
-        checks before a run, and what a restored tree is made of."""
+    def survey(self) -> Survey:
+        """What the store holds now, for a plan to check before a run (statuses, tags,
+        result code identities): cheap, whatever the store's size."""
+        ...
+
+    def snapshot(self) -> SlimTable:
+        """Every state's slim facts, in creation order: what a restored tree is made of."""
         ...
 
     def read_record(self, state_id: str) -> StateRecord | None:

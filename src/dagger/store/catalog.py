@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..record import Marker, Notes, StateRecord, Status
-from .table import ResultSummary, SlimTable
+from .table import ResultSummary, SlimTable, paused_gc
 
 __all__ = ["NO_LOG", "PAYLOAD_FILE", "PAYLOAD_INLINE", "PAYLOAD_NONE", "Catalog"]
 
@@ -59,6 +59,57 @@ _COLUMNS = (
     "ntags",
     "results",
 )
+
+
+# Integer columns: in an index, a column that mostly holds one value (-1: no failure, no
+# notes, no marker; the one log most entries are in) is stored as that value and the
+# exceptions, which makes the index a third smaller and faster to read.
+_INT_COLUMNS = frozenset(
+    {
+        "parent",
+        "rseq",
+        "rlog",
+        "roff",
+        "fseq",
+        "flog",
+        "foff",
+        "nseq",
+        "nlog",
+        "noff",
+        "mseq",
+        "mark",
+        "dseq",
+        "recipe",
+        "rtags",
+        "props",
+        "pkind",
+        "psize",
+        "blobs",
+        "ntags",
+    }
+)
+
+
+def _packed(column: list[int]) -> Any:
+    if len(column) < 64:
+        return column
+    counts: dict[int, int] = {}
+    for value in column[:: max(1, len(column) // 256)]:  # a sample finds the usual value
+        counts[value] = counts.get(value, 0) + 1
+    usual = max(counts, key=counts.__getitem__)
+    rows = [row for row, value in enumerate(column) if value != usual]
+    if len(rows) * 3 > len(column):
+        return column
+    return {"usual": usual, "rows": rows, "values": [column[row] for row in rows]}
+
+
+def _unpacked(packed: Any, count: int) -> list[int]:
+    if isinstance(packed, list):
+        return packed
+    column = [int(packed["usual"])] * count
+    for row, value in zip(packed["rows"], packed["values"], strict=True):
+        column[row] = value
+    return column
 
 
 class Catalog:
@@ -327,6 +378,28 @@ class Catalog:
                 return Status.MISSING
         return Status.DONE
 
+    # -- the Survey a plan reads (see dagger.store.base.Survey) ---------------------------------
+
+    def status_of(self, state_id: str) -> Status | None:
+        row = self.row_of.get(state_id)
+        return None if row is None else self.status(row)
+
+    def tags_of(self, state_id: str) -> tuple[str, ...]:
+        row = self.row_of.get(state_id)
+        return () if row is None else self.tags(row)
+
+    def result_of(self, state_id: str, name: str) -> ResultSummary | None:
+        row = self.row_of.get(state_id)
+        if row is None:
+            return None
+        results = self.results[row]
+        if results is None or not self.notes_visible(row):
+            return None
+        found = results.get(name)
+        if found is None:
+            return None
+        return (found[0], self.codes[found[1]], found[2], found[3])
+
     def committed(self, state_id: str) -> bool:
         """Whether the entries say the state is stored with its content (``done``)."""
         row = self.row_of.get(state_id)
@@ -381,7 +454,15 @@ class Catalog:
             file_present: Whether a payload file exists (states whose file is absent show as
                 ``missing``); None skips the check.
         """
-        rows = self.visible_rows()
+        with paused_gc():
+            return self._snapshot(reader, file_present)
+
+    def _snapshot(self, reader: Any, file_present: Callable[[str], bool] | None) -> SlimTable:
+        status_of = self.status
+        found = [(row, status) for row in range(len(self.ids)) if (status := status_of(row))]
+        dseq, ids = self.dseq, self.ids
+        found.sort(key=lambda item: (dseq[item[0]], ids[item[0]]))
+        rows = [row for row, _ in found]
         position = {row: index for index, row in enumerate(rows)}
         table = SlimTable(reader=reader)
         table.ids = [self.ids[row] for row in rows]
@@ -391,8 +472,7 @@ class Catalog:
         table.root = [self.root[row] for row in rows]
         table.seq = [self.dseq[row] for row in rows]
         statuses = []
-        for row in rows:
-            status = self.status(row)
+        for row, status in found:
             if (
                 status is Status.DONE
                 and file_present is not None
@@ -401,7 +481,7 @@ class Catalog:
             ):
                 status = Status.MISSING
             statuses.append(status)
-        table.status = statuses  # type: ignore[assignment]
+        table.status = statuses
         table.recipe = [self.recipe[row] for row in rows]
         table.recipes = list(self.recipes)
         table.params = [self.params[row] for row in rows]
@@ -417,7 +497,10 @@ class Catalog:
 
     def to_index(self) -> dict[str, Any]:
         """Everything in the catalog as plain JSON (see :mod:`dagger.store.index`)."""
-        document: dict[str, Any] = {name: getattr(self, name) for name in _COLUMNS}
+        document: dict[str, Any] = {
+            name: _packed(getattr(self, name)) if name in _INT_COLUMNS else getattr(self, name)
+            for name in _COLUMNS
+        }
         document.update(
             ids="".join(self.ids),
             pfile={str(row): path for row, path in self.pfile.items()},
@@ -438,6 +521,12 @@ class Catalog:
 
     @classmethod
     def from_index(cls, document: Mapping[str, Any]) -> Catalog:
+        """A catalog from :meth:`to_index`'s JSON (see :meth:`_from_index`)."""
+        with paused_gc():
+            return cls._from_index(document)
+
+    @classmethod
+    def _from_index(cls, document: Mapping[str, Any]) -> Catalog:
         """A catalog from :meth:`to_index`'s JSON.
 
         Raises:
@@ -452,6 +541,8 @@ class Catalog:
         count = len(ids)
         for name in _COLUMNS:
             column = document[name]
+            if name in _INT_COLUMNS:
+                column = _unpacked(column, count)
             if not isinstance(column, list) or len(column) != count:
                 raise ValueError(f"index column {name}")
             setattr(catalog, name, column)

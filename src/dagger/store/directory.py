@@ -231,7 +231,7 @@ class DirectoryStore:
         """experiment.json's content, from the stored records (for a damaged or lost one)."""
         fmt = 2 if log_names(self.log_dir) else 1
         self._meta = ExperimentMeta(format=fmt, roots=(), state_class="")  # let refresh run
-        table = self.survey()
+        table = self.snapshot()
         roots = [
             state_id
             for row, state_id in enumerate(table.ids)
@@ -578,8 +578,13 @@ class DirectoryStore:
 
     # -- reading what a state is ---------------------------------------------------------------
 
-    def survey(self) -> SlimTable:
-        """A snapshot of every state's slim facts (one refresh of the catalog).
+    def survey(self) -> Catalog:
+        """What the store holds now, for a plan (the catalog, refreshed: it answers
+        :class:`~dagger.store.base.Survey`'s questions without copying anything)."""
+        return self.refresh()
+
+    def snapshot(self) -> SlimTable:
+        """A snapshot of every state's slim facts, in creation order (one refresh).
 
         When the index was missing, damaged or far behind the logs, it is rewritten (best
         effort), so that the next process starts from it.
@@ -652,32 +657,41 @@ class DirectoryStore:
     def check(self, state_ids: Iterable[str]) -> dict[str, str]:
         """Which of these stored states lack their files at the recorded sizes, and why.
 
-        A stat per payload file and blob (each once), no reads; states kept inside the logs
-        cost one stat per log. States that are not stored are left out.
+        A stat per payload file and blob (each once), no reads. A state kept inside a log
+        costs nothing more than one stat of that log: a log as long as it was read is whole
+        (its entries' own checksums are checked when they are read). States that are not
+        stored are left out.
         """
         catalog = self._current()
         problems: dict[str, str] = {}
-        log_sizes: dict[int, int] = {}
+        log_short: dict[int, int] = {}  # log -> its size, for logs shorter than read
+        for number, name in enumerate(catalog.logs):
+            try:
+                size = os.stat(self.log_dir / name).st_size
+            except OSError:
+                size = -1
+            if size < catalog.positions.get(name, 0):
+                log_short[number] = size
         blob_ok: dict[str, str | None] = {}
+        row_of, status, pkind, blobs = catalog.row_of, catalog.status, catalog.pkind, catalog.blobs
         for state_id in state_ids:
-            row = catalog.row_of.get(state_id)
-            if row is None or catalog.status(row) is not Status.DONE:
+            row = row_of.get(state_id)
+            if row is None:
                 continue
-            kind = catalog.pkind[row]
+            kind = pkind[row]
+            if kind == PAYLOAD_INLINE and blobs[row] < 0 and catalog.rlog[row] not in log_short:
+                continue  # the common case: nothing to stat
+            if status(row) is not Status.DONE:
+                continue
             problem = None
             if kind == PAYLOAD_FILE:
                 relative_path = catalog.pfile[row]
                 problem = _size_problem(
                     self.directory / relative_path, catalog.psize[row], relative_path
                 )
-            elif kind == PAYLOAD_INLINE and catalog.rlog[row] >= 0:
+            elif kind == PAYLOAD_INLINE and catalog.rlog[row] in log_short:
                 log_no = catalog.rlog[row]
-                if log_no not in log_sizes:
-                    try:
-                        log_sizes[log_no] = os.stat(self.log_dir / catalog.logs[log_no]).st_size
-                    except OSError:
-                        log_sizes[log_no] = -1
-                if log_sizes[log_no] < catalog.roff[row] + HEADER_SIZE + catalog.psize[row]:
+                if log_short[log_no] < catalog.roff[row] + HEADER_SIZE + catalog.psize[row]:
                     problem = f"its log log/{catalog.logs[log_no]} was truncated"
             if problem is None:
                 for digest, size in catalog.blob_refs(row).items():

@@ -28,6 +28,7 @@ from .catalog import Catalog
 from .files import write_atomic
 from .frames import HEADER_SIZE, parse_header
 from .log import read_range
+from .table import paused_gc
 
 __all__ = ["INDEX_NAME", "index_damage", "read_index", "write_index"]
 
@@ -104,7 +105,8 @@ def read_index(directory: Path, logs: Path) -> tuple[Catalog, dict[str, tuple[in
     if hashlib.blake2b(body, digest_size=16).hexdigest().encode() != head:
         return None
     try:
-        document = json.loads(body)
+        with paused_gc():
+            document = json.loads(body)
         if document.get("format") != FORMAT_VERSION:
             return None
         tails = {

@@ -100,7 +100,10 @@ class MemoryStore:
     def _seq(self) -> int:
         return self.catalog.max_seq + 1
 
-    def survey(self) -> SlimTable:
+    def survey(self) -> Catalog:
+        return self.catalog
+
+    def snapshot(self) -> SlimTable:
         return self.catalog.snapshot(self)
 
     def read_record(self, state_id: str) -> StateRecord | None:
@@ -171,7 +174,7 @@ class MemoryStore:
         """Nothing to do: a record newer than a failure supersedes it."""
 
     def remove(self, state_ids: Iterable[str], *, descendants: bool = True) -> list[str]:
-        table = self.survey()
+        table = self.snapshot()
         children = table.children()
         order: list[str] = []
         for state_id in state_ids:

@@ -1,9 +1,9 @@
 """SlimTable: everything a store knows about its states except their content, as columns.
 
-A run's plan and a restored tree both start from one snapshot of the store (``store.survey()``).
-For a tree of 100,000 states nothing per state is built beyond these columns: a slim state, a
-record or a notes object is made only when someone asks for that state (``record(row)``,
-``notes(row)``, which read through to the store).
+A restored tree starts from one snapshot of the store (``store.snapshot()``). For a tree of
+100,000 states nothing per state is built beyond these columns: a slim state, a record or a
+notes object is made only when someone asks for that state (``record(row)``, ``notes(row)``,
+which read through to the store).
 
 Rows hold the *visible* states: computed (``done``), failed, pruned and missing ones; removed
 states and ids known only as someone's parent are not rows. Row order is the store's creation
@@ -12,13 +12,34 @@ order (``seq``, ties broken by id).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..record import Notes, RecipeInfo, StateRecord, Status
 
-__all__ = ["ResultSummary", "SlimTable"]
+__all__ = ["ResultSummary", "SlimTable", "paused_gc"]
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many objects are made at once (a catalog
+    read from an index, a table, a tree's states, a table's columns).
+
+    None of them forms a reference cycle, and every full collection that their number would
+    trigger traverses every object already there: at 100,000 states, the collector took more
+    time than the work. Reference counting frees memory as usual meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
 
 #: ``(summary, code identity, failed, inline)`` of one recorded Function result: the value
 #: (plain JSON) or its short repr, the Function's code when it ran, whether it failed, and
@@ -160,7 +181,17 @@ class SlimTable:
         as a root)."""
         depth = [-1] * len(self.ids)
         parent = self.parent
-        for row in range(len(self.ids)):
+        # Rows are in creation order, so a parent almost always comes before its children:
+        # one pass settles those; the others (a parent recomputed after its child) follow.
+        later = []
+        for row, up in enumerate(parent):
+            if up < 0:
+                depth[row] = 0
+            elif up < row and depth[up] >= 0:
+                depth[row] = depth[up] + 1
+            else:
+                later.append(row)
+        for row in later:
             if depth[row] >= 0:
                 continue
             path: list[int] = []
