@@ -100,7 +100,7 @@ def test_a_forest_in_creation_order_with_every_state_in_the_edge_map(forest):
     assert set(tree.edge_map) == set(tree.node_map)  # leaves too, with no children
     assert all(tree.edge_map[leaf.sha()] == set() for leaf in tree.leaves)
     # siblings in the order they were defined (and computed), the same in every restore
-    a = tree.node_map[next(iter(tree.edge_map[first.sha()]))]
+    (a,) = tree.nodes.where(start=1, amount=1)
     children = [child.recipe for child in a.dagger.children]
     assert [str(recipe) for recipe in children] == [
         "Multiply(factor=3)",

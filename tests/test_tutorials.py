@@ -113,7 +113,7 @@ def test_second_study_run_is_served_from_the_store(study):
     directory, first_stdout = study
     drawing = directory / "tree.png"  # redrawn on every run; it is not part of the store
     before = snapshot(directory, ignore={drawing})
-    assert any(name.startswith("states/") for name in before)
+    assert any(name.startswith("log/") for name in before)
 
     stdout = run_study(directory, "--epochs", "1").stdout
 

@@ -1365,10 +1365,11 @@ class DirectoryStore:
         if self.meta_path.exists() and self.format() < FORMAT_VERSION:
             self.prepare(self.read_meta())  # converts it (a run that writes nothing too)
         if self.meta_path.exists() and self.format() >= FORMAT_VERSION:
-            from .maintenance import tidy
+            from .maintenance import tidy, tidy_needed
 
-            with contextlib.suppress(OSError), self.experiment_lock():
-                tidy(self)
+            if tidy_needed(self):
+                with contextlib.suppress(OSError), self.experiment_lock():
+                    tidy(self)
         try:
             yield
         finally:

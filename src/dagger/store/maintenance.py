@@ -639,6 +639,19 @@ def compact(store: DirectoryStore) -> int:
     return len(names)
 
 
+def tidy_needed(store: DirectoryStore) -> bool:
+    """Whether :func:`tidy` has anything to do (checked without any lock: a run that finds a
+    tidy store writes nothing, not even a lock file)."""
+    if not store.locks_trusted():
+        return False
+    catalog = store.refresh()
+    return bool(
+        catalog.damage
+        or len(log_names(store.log_dir)) >= COMPACT_LOGS
+        or any(temp_owner(path.name) != writer_token() for path in _temp_files(store))
+    )
+
+
 def tidy(store: DirectoryStore) -> int:
     """At the start of a run (under the experiment lock), where no other writer is alive:
     remove the temporary files of writers that are gone, set damaged entries aside and merge
