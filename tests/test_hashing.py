@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import Color, Config, relu
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dagger as dg
@@ -245,3 +245,30 @@ def test_dict_insertion_order_never_matters(mapping, rng):
     items = list(mapping.items())
     rng.shuffle(items)
     assert digest(dict(items)) == digest(mapping)
+
+
+# The fast path for plain values (hashing._plain) writes exactly what the general encoder does.
+_plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+    | st.binary(max_size=16),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=4) | st.integers(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain_values)
+def test_the_fast_path_for_plain_values_writes_the_same_bytes(value):
+    from dagger import hashing
+
+    general = bytearray()
+    hashing._encode(value, general)
+    assert hashing.encode(value) == bytes(general)

@@ -526,3 +526,29 @@ def test_gc_refuses_while_an_entry_is_damaged_and_repair_sets_it_aside(store, su
     nodes = define(exp, first=False)
     assert exp.run(progress=False).computed == 1
     expected_value("b", nodes["b"].get())
+
+
+def test_verify_reports_orphans_and_dead_writers_temporary_files_and_gc_takes_them(exp_dir):
+    exp = dg.Experiment(exp_dir, CounterState)
+    a = Add(1)(exp.spawn_new_tree(start=1))
+    exp.run(progress=False)
+    (first,) = (exp_dir / "log").glob("*.log")
+    exp = dg.Experiment(exp_dir, CounterState)
+    b = Multiply(3)(Add(1)(exp.spawn_new_tree(start=1)))
+    exp.run(progress=False)
+    first.unlink()  # the log holding the root and `a` is lost: `b` is left without its parent
+    temp = exp_dir / "payloads" / ".x.pkl.tmp-424242-deadbeef-3"  # of a writer long gone
+    temp.parent.mkdir(exist_ok=True)
+    temp.write_bytes(b"\0" * 1000)
+    report = dg.verify(exp_dir)
+    problems = {problem.path: problem for problem in report.problems}
+    assert "payloads/.x.pkl.tmp-424242-deadbeef-3" in problems
+    assert "temporary file left by a writer that is gone" in str(report)
+    (orphan,) = [p for p in report.problems if p.state_id == b.sha()]
+    assert f"orphaned: its parent {a.sha()[:12]} is not in the store" in orphan.message
+    collected = dg.gc(exp_dir)  # no grace period: no process owns it
+    assert "payloads/.x.pkl.tmp-424242-deadbeef-3" in collected.removed and not temp.exists()
+    exp = dg.Experiment(exp_dir, CounterState)
+    b = Multiply(3)(Add(1)(exp.spawn_new_tree(start=1)))
+    assert exp.run(progress=False).computed == 2  # the parent and root again; b was there
+    assert dg.verify(exp_dir).ok

@@ -100,6 +100,9 @@ DURABILITY = ("safe", "fast")
 #: ones get a file of their own. A state whose tensors went to blobs pickles to a few KiB.
 INLINE_LIMIT = 16 * 1024
 
+#: How many records a store keeps in memory once read (the most recent).
+RECORDS_CACHED = 4096
+
 #: The index is rewritten once the entries read or written past it reach this fraction of the
 #: states it holds (a restore then reads that many entries from the logs' tails, besides the
 #: index); small stores rewrite it whenever it lags.
@@ -623,8 +626,16 @@ class DirectoryStore:
             record = self._record_at(catalog.rlog[row], catalog.roff[row])
         if record is None:
             return None
-        self._records[state_id] = (seq, record)
+        self._remember(state_id, record)
         return record
+
+    def _remember(self, state_id: str, record: StateRecord) -> None:
+        """Keep a record read or written (a bounded cache: a run of 100,000 states must not
+        hold 100,000 records)."""
+        records = self._records
+        records[state_id] = (record.seq, record)
+        if len(records) > RECORDS_CACHED:
+            del records[next(iter(records))]  # the oldest
 
     def _record_at(self, log_no: int, offset: int) -> StateRecord | None:
         found = self._frame(log_no, offset)
@@ -815,7 +826,7 @@ class DirectoryStore:
                 [(Kind.RECORD, encoded, data)], parts, seconds=record.seconds or 0.0
             )
         self._current().apply_record(record, wire_refs(document), self.writer.name, offset)
-        self._records[state_id] = (record.seq, record)
+        self._remember(state_id, record)
         return record
 
     def _publish(self, path: Path, chunks: list[bytes], *, replace: bool) -> bool:
