@@ -83,7 +83,8 @@ def main() -> int:
             node = Perturb(step)(node)
             dg.Function(accuracy)(node)
         exp.run(progress=False)
-        records = sum(path.stat().st_size for path in (directory / "states").glob("*.json"))
+        # the slim records: the entries of the logs (the small payloads inside them included)
+        records = sum(path.stat().st_size for path in (directory / "log").glob("*.log"))
         weights = sum(p.stat().st_size for p in (directory / "blobs").rglob("*") if p.is_file())
         result = run_phase(Path(__file__), "--phase", "x", "--directory", str(directory))
         assert result["rows"] == args.states

@@ -8,7 +8,8 @@ Targets, each a ratio to a floor measured in the same run:
   json-dumps each state with the same durability (temp file, fsync, rename, folder fsync);
 * rerun of that tree, everything stored, in a fresh process <= 3x a loop of hash +
   ``os.path.exists`` per state, at 1,000 and at 10,000 states (so: linear);
-* ``Experiment.restore`` of it <= 1x a loop of glob + ``json.load`` over the same records.
+* ``Experiment.restore`` of it <= 1x a loop of glob + ``json.load`` over the same records
+  (one JSON file per state, as the floor loop of the cold run writes them).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -103,7 +103,7 @@ def floor_rerun(directory: Path, states: int) -> float:
 
 
 def floor_restore(directory: Path) -> float:
-    """glob + json.load over every record."""
+    """glob + json.load over every record (the files floor_cold wrote)."""
     started = time.perf_counter()
     records = []
     for path in glob.glob(str(directory / "states" / "*.json")):
@@ -152,6 +152,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=os.environ.get("DAGGER_BENCH_DIR")) as scratch:
         scratch_dir = Path(scratch)
         stores = {}
+        floor_dirs: dict[int, Path] = {}
         for states in sorted({args.small, args.states}):
             cold_runs, floors = [], []
             for attempt in range(args.repeat if states == args.states else 1):
@@ -162,7 +163,7 @@ def main() -> int:
                 cold_runs.append(time.perf_counter() - started)
                 floor_dir = scratch_dir / f"floor-{states}-{attempt}"
                 floors.append(floor_cold(floor_dir, states))
-                shutil.rmtree(floor_dir)
+                floor_dirs[states] = floor_dir  # its record files are the restore floor's
                 stores[states] = store
             if states == args.states:
                 rows.append(
@@ -170,13 +171,15 @@ def main() -> int:
                 )
 
         def timed(phase_name: str, states: int) -> float:
+            folder = floor_dirs[states] if phase_name == "floor-restore" else stores[states]
+
             def once() -> float:
                 return run_phase(
                     script,
                     "--phase",
                     phase_name,
                     "--directory",
-                    str(stores[states]),
+                    str(folder),
                     "--states",
                     str(states),
                 )["seconds"]

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from helpers import TensorState
 from torch import nn
 
 import dagger as dg
+from dagger.store import DirectoryStore
 from dagger.store.blobs import Blobs
+from dagger.store.frames import Frame, Kind, scan
 from dagger.store.payload import dumps_payload, loads_payload
 
 
@@ -304,43 +307,88 @@ def test_verify_names_the_state_and_file_of_a_flipped_bit(exp_dir):
     child = ChangeHead(1)(exp.spawn_new_tree())
     exp.run(progress=False)
     assert dg.verify(exp_dir).ok
-    record = json.loads((exp_dir / "states" / f"{child.sha()}.json").read_text())
-    payload = exp_dir / "states" / record["payload"]["file"]
-    data = bytearray(payload.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    payload.write_bytes(bytes(data))
+    # The weights are a blob; the rest of the state is small, so its payload is kept inside
+    # its record's entry in the log.
+    (log,) = (exp_dir / "log").glob("*.log")
+    items, _ = scan(log.read_bytes())
+    (frame,) = [
+        item
+        for item in items
+        if isinstance(item, Frame)
+        and item.kind is Kind.RECORD
+        and json.loads(item.document)["id"] == child.sha()
+    ]
+    data = bytearray(log.read_bytes())
+    data[frame.raw_offset + frame.raw_size // 2] ^= 0x01
+    log.write_bytes(bytes(data))
     report = dg.verify(exp_dir)
     assert not report.ok
     (problem,) = report.problems
     assert problem.state_id == child.sha()
-    assert problem.path == f"states/{payload.name}"
+    assert problem.path == f"log/{log.name}"
     assert "checksum" in problem.message
-    assert payload.read_bytes() == bytes(data)  # verify never repairs
+    assert log.read_bytes() == bytes(data)  # verify never repairs
 
 
-def test_gc_removes_only_what_nothing_refers_to(exp_dir):
-    exp = dg.Experiment(exp_dir, BigState)
+def test_gc_removes_only_what_nothing_refers_to(exp_dir, tmp_path, subprocess_env):
+    exp = dg.Experiment(DirectoryStore(exp_dir, inline_limit=0), BigState)
     ChangeHead(1)(exp.spawn_new_tree())
     exp.run(progress=False)
     before = {p.relative_to(exp_dir) for p in exp_dir.rglob("*") if p.is_file()}
     orphan_blob = exp_dir / "blobs" / "ab" / ("ab" + "0" * 62)
     orphan_blob.parent.mkdir(parents=True, exist_ok=True)
     orphan_blob.write_bytes(b"x" * 100)
-    orphan_payload = exp_dir / "states" / (exp.root.sha() + "." + "f" * 32 + ".pkl")
+    orphan_payload = exp_dir / "payloads" / (exp.root.sha() + "." + "f" * 32 + ".pkl")
     orphan_payload.write_bytes(b"left by an interrupted save")
-    temp = exp_dir / "states" / ".something.json.tmp-1-2"
+    temp = exp_dir / "payloads" / ".something.pkl.tmp-1-2"  # of writer "1", long gone
     temp.write_bytes(b"{")
 
-    young = dg.gc(exp_dir)  # default grace period: nothing young is touched
-    assert young.removed == []
-    dry = dg.gc(exp_dir, dry_run=True, min_age=0)
+    # While a run is going on in another process, unreferenced files it may be about to
+    # refer to are kept (and said so); a dead writer's temporary file goes at once.
+    running = subprocess.Popen(
+        [sys.executable, "-c", _hold_a_run(exp_dir)], env=subprocess_env, cwd=tmp_path
+    )
+    try:
+        _wait_for_a_live_log(exp_dir)
+        during = dg.gc(exp_dir, dry_run=True)
+        assert during.kept_young == 2 and during.removed == ["payloads/.something.pkl.tmp-1-2"]
+        assert "a run is going on" in str(during)
+    finally:
+        running.kill()
+        running.wait()
+    dry = dg.gc(exp_dir, dry_run=True)  # no run now: nothing to wait for, whatever the age
     assert len(dry.removed) == 3 and orphan_blob.exists()
-    done = dg.gc(exp_dir, min_age=0)
+    done = dg.gc(exp_dir)
     assert sorted(done.removed) == sorted(dry.removed)
     after = {p.relative_to(exp_dir) for p in exp_dir.rglob("*") if p.is_file()}
-    assert after == before
+    assert {p for p in after if p.parts[0] != "log"} == {p for p in before if p.parts[0] != "log"}
     assert dg.verify(exp_dir).ok
     assert len(dg.Experiment.restore(exp_dir).graph) == 2
+
+
+def _hold_a_run(exp_dir):
+    """A process that opens its log in ``exp_dir`` (as a run's first write does) and waits."""
+    return textwrap.dedent(
+        f"""
+        import time
+        from dagger.store import DirectoryStore
+
+        store = DirectoryStore({str(exp_dir)!r})
+        store.open_writer()
+        time.sleep(120)
+        """
+    )
+
+
+def _wait_for_a_live_log(exp_dir):
+    from dagger.store.log import log_names, writer_alive
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(writer_alive(exp_dir / "log" / name) for name in log_names(exp_dir / "log")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the other process never opened its log")
 
 
 def test_cli_verify_and_gc(exp_dir, subprocess_env):

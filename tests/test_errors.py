@@ -279,9 +279,10 @@ def test_every_public_failure_path_raises_a_dagger_error(tmp_path):
 
 
 def test_a_corrupt_payload_is_reported_as_a_dagger_error_by_lazy_load(exp_dir, dagger_warnings):
-    exp, root, good, _ = _stored(exp_dir)
-    store = DirectoryStore(exp_dir)
-    payload = exp_dir / "states" / store.read_record(good.sha()).payload.file
+    exp = dg.Experiment(DirectoryStore(exp_dir, inline_limit=0), CounterState)
+    good = Add(1)(exp.spawn_new_tree(start=1))
+    exp.run(progress=False)
+    payload = exp_dir / DirectoryStore(exp_dir).read_record(good.sha()).payload.file
     payload.write_bytes(b"damaged")
     state = dg.Experiment.restore(exp_dir).graph.node(good.sha())
     with pytest.raises(dg.StateUnavailableError, match="could not be loaded"):

@@ -118,7 +118,7 @@ def test_remote_failure_is_reported_like_a_local_one(tmp_path, call_log):
     (failure,) = info.value.failures
     assert failure.state_id == bad.sha() and failure.error_type == "ValueError"
     assert 'raise ValueError("boom on purpose")' in failure.traceback
-    assert (tmp_path / "exp" / "states" / f"{bad.sha()}.failed.json").exists()
+    assert dg.store.DirectoryStore(tmp_path / "exp").read_failure(bad.sha()) is not None
 
 
 MAIN_SCRIPT = textwrap.dedent(

@@ -145,8 +145,12 @@ def test_plan_of_a_folder_never_run_creates_nothing(exp_dir, call_log):
 
 
 def test_plan_leaves_a_damaged_state_for_the_run_to_quarantine(exp_dir):
-    nodes = run_first(exp_dir)
-    [payload] = (exp_dir / "states").glob(f"{nodes['sleep1'].sha()}.*.pkl")
+    # Payloads as files of their own (not inside the log), so that one can go missing.
+    exp = dg.Experiment(dg.store.DirectoryStore(exp_dir, inline_limit=0), CounterState)
+    nodes = define(exp, extra=False)
+    with pytest.raises(dg.RunError):
+        exp.run(progress=False)
+    [payload] = (exp_dir / "payloads").glob(f"{nodes['sleep1'].sha()}.*.pkl")
     payload.unlink()
     before = snapshot(exp_dir)
     exp = dg.Experiment(exp_dir, CounterState)

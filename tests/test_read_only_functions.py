@@ -4,7 +4,6 @@ sees the state."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -109,9 +108,9 @@ def test_an_in_place_weight_change_is_flagged_recorded_and_shown(
     assert "Function `nudge_weight` changed" in dagger_warnings.text
     assert "model.0.weight" in dagger_warnings.text
 
-    # Recorded with the result, in the notes file, and read back by a restore.
-    notes = json.loads((exp_dir / "states" / f"{root.sha()}.notes.json").read_text())
-    assert notes["results"]["nudge_weight"]["mutated"] == ["model.0.weight"]
+    # Recorded with the result, in the state's notes, and read back by a restore.
+    notes = dg.store.DirectoryStore(exp_dir).read_notes(root.sha())
+    assert notes.results["nudge_weight"].mutated == ("model.0.weight",)
     tree = dg.Experiment.restore(exp_dir).graph
     assert tree.root.dagger.results.entry("nudge_weight").mutated == ("model.0.weight",)
     frame = tree.nodes.to_dataframe()

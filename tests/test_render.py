@@ -16,6 +16,7 @@ from helpers import Add, Boom, CounterState, Multiply
 
 import dagger as dg
 from dagger import render
+from dagger.store import DirectoryStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +37,8 @@ def gone_wrong(state):
 def stored(exp_dir):
     """root -> a(+1) [measure] -> {b(*3) [prune], c(*5) [prune, big]};
     root -> d(+10) [baseline, score, gone_wrong] -> e(Boom) [baseline, bad], which fails."""
-    exp = dg.Experiment(exp_dir, CounterState)
+    # payloads in files of their own, so that one can be deleted (a missing state)
+    exp = dg.Experiment(DirectoryStore(exp_dir, inline_limit=0), CounterState)
     root = exp.spawn_new_tree(start=1, note="not identity")
     a = dg.Function(measure)(Add(1)(root))
     with exp.tag("prune"):
@@ -126,8 +128,8 @@ def test_dot_is_the_same_for_every_restore(exp_dir, tree):
 
 
 def test_missing_payload_is_dashed(exp_dir, stored):
-    for payload in (exp_dir / "states").glob(f"{stored['b']}.*.pkl"):
-        payload.unlink()
+    (payload,) = (exp_dir / "payloads").glob(f"{stored['b']}.*.pkl")
+    payload.unlink()
     tree = dg.Experiment.restore(exp_dir).graph
     assert tree.node(stored["b"]).dagger.status == "missing"
     dot = tree.to_dot()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from helpers import Add, Boom, CounterState, Multiply, read_log
 
@@ -18,9 +16,11 @@ def build(target, start=1):
 
 
 def stored_files(exp_dir):
+    """Every file of the store (locks aside) and when it was last written."""
     return {
         path.relative_to(exp_dir): path.stat().st_mtime_ns
-        for path in (exp_dir / "states").iterdir()
+        for path in exp_dir.rglob("*")
+        if path.is_file() and "locks" not in path.parts
     }
 
 
@@ -176,9 +176,9 @@ def test_a_failure_is_recorded_and_the_rest_of_the_tree_runs(exp_dir, call_log):
     assert failure.error_type == "ValueError"
     assert "boom on purpose" in failure.traceback
     assert "Boom" in str(error) and "boom on purpose" in str(error)
-    record = dg.store.records.read_json(exp_dir / "states" / f"{bad.sha()}.failed.json")
-    assert record["error"]["type"] == "ValueError"
-    assert "raise ValueError" in record["error"]["traceback"]
+    record = dg.store.DirectoryStore(exp_dir).read_failure(bad.sha())  # a fresh reader
+    assert record.error.type == "ValueError"
+    assert "raise ValueError" in record.error.traceback
     assert "add:100" not in read_log(call_log)
 
     # the failed state shows in the restored tree
@@ -205,7 +205,7 @@ def test_a_fixed_failure_is_recomputed_and_its_failure_record_cleared(exp_dir):
     exp, root = build(exp_dir)
     flaky = Flaky()(root)
     assert exp.run(progress=False).computed == 1
-    assert not (exp_dir / "states" / f"{flaky.sha()}.failed.json").exists()
+    assert dg.store.DirectoryStore(exp_dir).read_failure(flaky.sha()) is None
     assert dg.Experiment.restore(exp_dir).graph.node(flaky.sha()).dagger.status == "done"
 
 
@@ -245,9 +245,12 @@ def test_unpicklable_attribute_is_named_and_leaves_no_files(exp_dir):
     failure = info.value.failures[0]
     assert failure.error_type == "SerializationError"
     assert "`state.lock` is a generator" in failure.message
-    names = os.listdir(exp_dir / "states")
-    assert [n for n in names if n.startswith(child.sha())] == [f"{child.sha()}.failed.json"]
-    assert not [n for n in names if n.startswith(".")]
+    store = dg.store.DirectoryStore(exp_dir)
+    assert store.read_record(child.sha()) is None
+    assert store.read_failure(child.sha()).error.type == "SerializationError"
+    files = [path.name for path in exp_dir.rglob("*") if path.is_file()]
+    assert not [name for name in files if name.startswith(child.sha())]  # no payload file
+    assert not [name for name in files if name.startswith(".")]  # no temporary file
 
 
 def test_get_computes_only_the_path(memory, call_log):

@@ -1,4 +1,10 @@
-"""The directory store: atomic files, checksums, quarantine, crashes, format and bad folders."""
+"""The directory store: atomic files, checksums, quarantine, crashes, format and bad folders.
+
+Store format 2: entries in per-writer logs (``log/``), payloads too large for an entry in
+``payloads/``, blobs in ``blobs/`` (see ``dagger/store/records.py``). Tests that damage a payload
+use ``inline_limit=0`` so that it is a file of its own; ``test_integrity.py`` damages entries
+inside the logs.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,12 @@ from helpers import Add, Blob, CounterState, read_log
 import dagger as dg
 from dagger.store import DirectoryStore
 from dagger.store.files import write_atomic
+from dagger.store.frames import Frame, Kind, scan
 
 
-def run_tree(exp_dir, start=1):
-    exp = dg.Experiment(exp_dir, CounterState)
+def run_tree(exp_dir, start=1, inline_limit=0):
+    """root -> +1 -> +2; payloads in files of their own unless ``inline_limit`` allows."""
+    exp = dg.Experiment(DirectoryStore(exp_dir, inline_limit=inline_limit), CounterState)
     root = exp.spawn_new_tree(start=start)
     child = Add(1)(root)
     grandchild = Add(2)(child)
@@ -30,30 +38,60 @@ def run_tree(exp_dir, start=1):
 
 
 def payload_of(exp_dir, sha):
-    (name,) = [
-        n for n in os.listdir(exp_dir / "states") if n.startswith(sha) and n.endswith(".pkl")
-    ]
-    return exp_dir / "states" / name
+    (name,) = [n for n in os.listdir(exp_dir / "payloads") if n.startswith(sha)]
+    return exp_dir / "payloads" / name
+
+
+def log_frames(exp_dir):
+    """(log path, frame) of every valid entry in the store's logs."""
+    found = []
+    for path in sorted((exp_dir / "log").glob("*.log")):
+        items, _ = scan(path.read_bytes())
+        found += [(path, item) for item in items if isinstance(item, Frame)]
+    return found
 
 
 def test_layout_matches_the_design(exp_dir):
-    _, root, child, _ = run_tree(exp_dir)
+    _, root, child, _ = run_tree(exp_dir, inline_limit=16 * 1024)
     meta = json.loads((exp_dir / "experiment.json").read_text())
-    assert meta["format"] == 1
+    assert meta["format"] == 2
     assert meta["roots"] == [root.sha()]
     assert meta["state_class"] == "helpers:CounterState"
     assert meta["experiment_arguments"] == {"start": 1}
-    for key in ("dagger_version", "python_version", "torch_version", "created"):
+    for key in ("dagger_version", "python_version", "torch_version", "created", "checksum"):
         assert meta[key]
-    record = json.loads((exp_dir / "states" / f"{child.sha()}.json").read_text())
-    assert record["id"] == child.sha() and record["parent"] == root.sha()
-    assert record["recipe"]["class"] == "Add" and record["recipe"]["params"] == {"amount": 1}
+    # one log, written by the one process that ran; small payloads inside their entries
+    (log,) = (exp_dir / "log").iterdir()
+    assert not (exp_dir / "payloads").exists()
+    records = {
+        json.loads(frame.document)["id"]: (frame, json.loads(frame.document))
+        for _, frame in log_frames(exp_dir)
+        if frame.kind is Kind.RECORD
+    }
+    frame, record = records[child.sha()]
+    assert record["parent"] == root.sha() and record["params"] == {"amount": 1}
     assert record["status"] == "done" and record["seconds"] >= 0
-    payload = payload_of(exp_dir, child.sha())
-    assert record["payload"]["file"] == payload.name
-    assert record["payload"]["size"] == payload.stat().st_size
-    assert record["properties"] == {"start": 1}
+    assert record["payload"] == {"size": frame.raw_size, "format": "pickle"}  # inline
+    assert record["seq"] > records[root.sha()][1]["seq"]  # creation order
+    # repeated parts are stored once and referred to by key
+    parts = {
+        json.loads(frame.document)["key"]: json.loads(frame.document)["part"]
+        for _, frame in log_frames(exp_dir)
+        if frame.kind is Kind.PART
+    }
+    assert parts[record["recipe"]]["class"] == "Add"
+    assert parts[record["properties"]] == {"start": 1}
+    assert record["properties"] == records[root.sha()][1]["properties"]
+    stored = DirectoryStore(exp_dir).read_record(child.sha())
+    assert stored.recipe.name == "Add" and stored.properties == {"start": 1}
     assert (exp_dir / "index.json").exists()
+    # a payload above the inline limit is a file named by its state and digest
+    big_dir = exp_dir.parent / "big"
+    run_tree(big_dir, inline_limit=0)
+    payload = payload_of(big_dir, child.sha())
+    record = DirectoryStore(big_dir).read_record(child.sha())
+    assert record.payload.file == f"payloads/{payload.name}"
+    assert record.payload.size == payload.stat().st_size
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
@@ -89,9 +127,9 @@ def test_damaged_payload_is_absent_warned_once_and_recomputed(
 
 def test_leftover_temp_files_never_break_a_run(exp_dir):
     run_tree(exp_dir)
-    states = exp_dir / "states"
-    (states / ".garbage.json.tmp-1-abcd").write_bytes(b"{partial")
-    (states / ".x.pkl.tmp-2-ef01").write_bytes(b"\x80\x04partial")
+    (exp_dir / "payloads" / ".x.pkl.tmp-2-ef01-0").write_bytes(b"\x80\x04partial")
+    (exp_dir / "log" / ".y.log.tmp-3-ab12-4").write_bytes(b"partial")
+    (exp_dir / ".experiment.json.tmp-1-abcd-0").write_bytes(b"{partial")
     report, *_ = run_tree(exp_dir)
     assert report.computed == 0
     assert len(dg.Experiment.restore(exp_dir).graph) == 3
@@ -100,11 +138,13 @@ def test_leftover_temp_files_never_break_a_run(exp_dir):
 def test_fast_durability_writes_the_same_store(tmp_path):
     safe, fast = tmp_path / "safe", tmp_path / "fast"
     run_tree(safe)
-    exp = dg.Experiment(fast, CounterState, durability="fast")
+    exp = dg.Experiment(DirectoryStore(fast, durability="fast", inline_limit=0), CounterState)
     root = exp.spawn_new_tree(start=1)
     Add(2)(Add(1)(root))
     exp.run(progress=False)
-    assert sorted(os.listdir(safe / "states")) == sorted(os.listdir(fast / "states"))
+    assert sorted(os.listdir(safe / "payloads")) == sorted(os.listdir(fast / "payloads"))
+    tables = [DirectoryStore(folder).snapshot() for folder in (safe, fast)]
+    assert tables[0].ids == tables[1].ids and tables[0].params == tables[1].params
     with pytest.raises(ValueError, match="durability='sloppy' is not one of"):
         dg.Experiment(tmp_path / "x", CounterState, durability="sloppy")
 
@@ -135,8 +175,10 @@ def test_concurrent_writers_of_one_state_first_wins(exp_dir):
     winner = store.save(child.sha(), state, loser)
     assert winner == record
     assert child.get().value == 2
-    names = [n for n in os.listdir(exp_dir / "states") if n.startswith(child.sha())]
-    assert sorted(names) == sorted([f"{child.sha()}.json", payload_of(exp_dir, child.sha()).name])
+    assert [n for n in os.listdir(exp_dir / "payloads") if n.startswith(child.sha())] == [
+        payload_of(exp_dir, child.sha()).name
+    ]
+    assert len([f for _, f in log_frames(exp_dir) if f.kind is Kind.RECORD]) == 3
 
 
 def test_atomic_write_replaces_or_publishes_once(tmp_path):
@@ -158,7 +200,7 @@ def test_folder_that_is_not_an_experiment(tmp_path):
         dg.Experiment.restore(tmp_path / "nowhere")
     (tmp_path / "experiment.json").write_text("[1, 2]")
     with pytest.raises(dg.NotAnExperimentError, match="not a dagger experiment.json"):
-        dg.Experiment.restore(tmp_path)
+        dg.Experiment.restore(tmp_path)  # damaged, and no record to rebuild it from
 
 
 def test_newer_format_is_refused_and_left_untouched(exp_dir):
@@ -240,7 +282,7 @@ def test_custom_save_hook_and_load_hook(exp_dir):
     exp = dg.Experiment(exp_dir, FileState)
     root = exp.spawn_new_tree()
     exp.run(progress=False)
-    assert payload_of(exp_dir, root.sha()).read_text() == "hello"
+    assert payload_of(exp_dir, root.sha()).read_text() == "hello"  # always a file
     loaded = dg.Experiment.restore(exp_dir, FileState).graph.root
     with loaded.lazy_load():
         assert loaded.text == "hello"
@@ -315,16 +357,18 @@ def test_sigkill_while_saving_a_200mb_state(tmp_path, subprocess_env, moment):
     assert len(dg.Experiment.restore(exp_dir).graph) == 3
 
 
-def test_a_record_that_is_not_json_is_quarantined_and_recomputed(
-    exp_dir, call_log, dagger_warnings
-):
+def test_a_damaged_record_entry_is_recomputed_and_set_aside(exp_dir, call_log, dagger_warnings):
     from helpers import Multiply
 
     _, root, child, grandchild = run_tree(exp_dir)
-    record = exp_dir / "states" / f"{child.sha()}.json"
-    data = bytearray(record.read_bytes())
-    data[0] ^= 0xFF  # no longer JSON
-    record.write_bytes(bytes(data))
+    (path, frame) = next(
+        (path, frame)
+        for path, frame in log_frames(exp_dir)
+        if frame.kind is Kind.RECORD and json.loads(frame.document)["id"] == child.sha()
+    )
+    data = bytearray(path.read_bytes())
+    data[frame.offset + 60] ^= 0xFF  # inside its JSON: the entry no longer checks
+    path.write_bytes(bytes(data))
 
     def grow():
         exp = dg.Experiment(exp_dir, CounterState)
@@ -335,11 +379,12 @@ def test_a_record_that_is_not_json_is_quarantined_and_recomputed(
     exp, new = grow()
     report = exp.run(progress=False)
     assert report.computed == 2 and read_log(call_log)[before:] == ["add:1", "mul:5"]
-    assert any("not valid JSON" in r.getMessage() for r in dagger_warnings.records)
+    assert any("damaged entry" in r.getMessage() for r in dagger_warnings.records)
     assert new.get().value == 10
     exp, new = grow()
     assert exp.run(progress=False).computed == 0
-    assert dg.verify(exp_dir).ok
+    assert dg.verify(exp_dir).ok  # the damaged log was set aside (evidence kept)
+    assert list((exp_dir / "quarantine" / "log").iterdir())
 
 
 def test_restore_refuses_an_explicit_class_that_does_not_match(exp_dir):

@@ -140,7 +140,7 @@ def test_second_study_run_is_served_from_the_store(study):
     directory, first_stdout = study
     pictures = {directory / name for name in PICTURES}  # rewritten on every run
     before = snapshot(directory, ignore=pictures)
-    assert any(name.startswith("states/") for name in before)
+    assert any(name.startswith("log/") for name in before)
 
     stdout = run_study(directory, "--epochs", "1").stdout
 

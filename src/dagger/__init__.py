@@ -1,7 +1,6 @@
 """dagger: reproducible machine-learning experiments as trees of cached, stored states."""
 
 from ._version import __version__
-from .checks import verify
 from .errors import (
     ColumnNotFoundError,
     CorruptStateError,
@@ -36,7 +35,7 @@ from .record import Status
 from .runner import Failure, RunReport
 from .state import ExperimentState, StateInfo
 from .store import MemoryStore
-from .store.maintenance import gc
+from .store.maintenance import gc, verify
 from .tree import StaticExperimentTree
 
 __all__ = [

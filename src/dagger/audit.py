@@ -72,6 +72,7 @@ from .record import (
     ExperimentMeta,
     RecipeInfo,
     StateRecord,
+    Status,
     now,
 )
 from .state import ExperimentState, adopt
@@ -521,7 +522,7 @@ def audit(
         chosen, seed = list(states), None
     audits: list[StateAudit] = []
     created = now()
-    stored = store.survey().stored
+    stored = set(store.snapshot().ids_of(Status.DONE))
     with tempfile.TemporaryDirectory(prefix="dagger-audit-") as scratch:
         files = Path(scratch) / "files"
         files.mkdir()

@@ -15,7 +15,7 @@
                                                  full traceback
     dagger verify DIR                            check every record, payload and blob against
                                                  its checksum, and every state's parent
-    dagger gc DIR [--dry-run]                    remove blobs and files that nothing refers to
+    dagger gc DIR [--dry-run] [--repair]         remove blobs and files that nothing refers to
     dagger audit DIR [--sample N] [--seed S] [--rtol X] [--atol Y] [IDS...]
                                                  recompute stored states from their stored
                                                  parents and compare: do they reproduce?
@@ -27,9 +27,10 @@ payload is loaded), and work where the experiment's state class cannot be import
 the current directory on the import path (as ``python -m``); a recipe defined in a script
 cannot be rebuilt here (the audit says so; audit from the script with ``exp.audit()``).
 
-Exit status: 0 on success; 1 when ``verify`` finds problems, ``ls --tag`` matches nothing or
-``audit`` finds a state that does not reproduce (or cannot be recomputed); 2 with a one-line
-error for a folder that is not an experiment or another dagger error.
+Exit status: 0 on success; 1 when ``verify`` finds problems, ``gc`` refuses (damaged entries),
+``ls --tag`` matches nothing or ``audit`` finds a state that does not reproduce (or cannot be
+recomputed); 2 with a one-line error for a folder that is not an experiment or another dagger
+error.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .checks import verify
 from .errors import DaggerError, NotAnExperimentError
-from .store.maintenance import DEFAULT_MIN_AGE, gc
+from .store.maintenance import DEFAULT_MIN_AGE, gc, verify
 
 if TYPE_CHECKING:
     import pandas
@@ -71,20 +71,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    report = gc(args.directory, dry_run=args.dry_run, min_age=args.min_age)
+    report = gc(args.directory, dry_run=args.dry_run, min_age=args.min_age, repair=args.repair)
     print(report)
-    if args.min_age > 0:
-        # What the age limit kept: a save in progress writes its files before its record.
-        every = gc(args.directory, dry_run=True, min_age=0)
-        young = len(set(every.removed) - set(report.removed))
-        if young:
-            print(
-                f"{young} more unreferenced file(s) are younger than {_age(args.min_age)} and "
-                f"were left alone{' (they would be kept)' if args.dry_run else ''}: a save "
-                "in progress writes its files before the record that refers to them. "
-                "--min-age 0 includes them (only when nothing is running)."
-            )
-    return 0
+    return 1 if report.refused else 0
 
 
 def _age(seconds: float) -> str:
@@ -148,12 +137,12 @@ def _audit(args: argparse.Namespace) -> int:
 def _tree(directory: str) -> StaticExperimentTree:
     """The stored tree of the experiment in ``directory``, slim.
 
-    Showing, listing and drawing read records only, so the user's code need not be
-    importable: a state class that cannot be imported here gets a stand-in (one warning).
+    Showing, listing and drawing read records only, so the user's code is not imported (none
+    of it runs): the states are of a stand-in class named like theirs.
     """
     from .experiment import Experiment
 
-    tree = Experiment.restore(directory).graph
+    tree = Experiment.restore(directory, import_class=False).graph
     if tree is None:  # restore() always builds one; this keeps the type checker informed
         raise NotAnExperimentError(f"`{directory}` holds no experiment tree.", directory=directory)
     return tree
@@ -485,7 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_AGE,
         metavar="SECONDS",
-        help=f"leave files younger than this alone (default {DEFAULT_MIN_AGE:.0f})",
+        help=(
+            "while a run is going on, leave unreferenced files younger than this alone "
+            f"(default {DEFAULT_MIN_AGE:.0f})"
+        ),
+    )
+    clean.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged log entries to quarantine/ first, instead of refusing to collect",
     )
     clean.set_defaults(handler=_gc)
 

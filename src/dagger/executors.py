@@ -428,6 +428,8 @@ def _run_segment(spec: dict[str, Any]) -> dict[str, Any]:
         runner.walk(chain[0], held)
     except Stop:
         pass
+    finally:
+        store.flush()  # what the coordinator is told is stored is durable
     failed = {failure.state_id for failure in runner.report.failures if not failure.function}
     shas = {node.sha for node in chain}
     last_ok = not failed & shas and (chain[-1].stored or chain[-1].sha in runner.saved)

@@ -31,7 +31,7 @@ from .preview import preview
 from .progress import DEFAULT_INTERVAL
 from .promise import ExperimentStatePromise, realise, warn_scheduler
 from .recipe import Function, Recipe
-from .record import FORMAT_VERSION, ExperimentMeta, Status, jsonable, now
+from .record import FORMAT_VERSION, IDENTITY_VERSION, ExperimentMeta, Status, jsonable, now
 from .runner import Runner, RunReport
 from .state import ExperimentState
 from .store import DirectoryStore, Store
@@ -430,7 +430,7 @@ class Experiment:
         roots = plan.build(self._roots)
         if self.store.exists():
             self._check_state_class(self.store.read_meta())
-        failed_before = plan.survey(roots, self.store, quarantine=False)
+        failed_before = plan.survey(roots, self.store)
         return preview(roots, failed_before, self.store, self.state_class)
 
     def audit(
@@ -483,17 +483,17 @@ class Experiment:
         meta = self.store.read_meta()
         self._check_state_class(meta)
         definitions = auditing.definitions(self._roots)
-        found = self.store.survey()
+        found = self.store.snapshot()
+        stored = set(found.ids_of(Status.DONE))
         if any(promise.is_root for promise in self._roots):  # the script's own tree
-            candidates = [sha for sha in definitions if sha in found.stored]
+            candidates = [sha for sha in definitions if sha in stored]
         else:  # restored (and maybe grown): the whole store, in tree order where known
             in_tree = [node.sha() or "" for node in self.graph.nodes] if self.graph else []
-            candidates = [sha for sha in in_tree if sha in found.stored]
-            candidates += sorted(found.stored - set(candidates))
+            candidates = [sha for sha in in_tree if sha in stored]
+            candidates += sorted(stored - set(candidates))
         chosen = None
         if states is not None:
-            ids = found.stored | found.failures | found.broken
-            chosen = auditing.resolve_ids(auditing.ids_of(states), ids)
+            chosen = auditing.resolve_ids(auditing.ids_of(states), set(found.ids))
         return auditing.audit(
             self.store,
             self.state_class,
@@ -559,6 +559,7 @@ class Experiment:
         if self.store.exists():
             stored = self.store.read_meta()
             self._check_state_class(stored)
+            warn_older_identities(self.store.location, stored)
             if all(sha in stored.roots for sha in roots):
                 return
         self.store.prepare(
@@ -638,6 +639,7 @@ class Experiment:
         durability: str = "safe",
         blob_threshold: int = DEFAULT_THRESHOLD,
         slim: bool = True,
+        import_class: bool = True,
     ) -> Experiment:
         """Reload a stored experiment in slim form: records only, no payload is read.
 
@@ -650,6 +652,9 @@ class Experiment:
             slim: False loads every state in full (as the original dagger's
                 ``restore(directory, slim=False)`` did): memory for all of them at once.
                 A state that failed, or whose files are damaged, stays slim.
+            import_class: False leaves the state class's module alone (not imported: no code
+                of it runs) and uses the stand-in, quietly: for tools that read records only
+                (``dagger show``, ``ls``, ``draw``).
 
         Returns:
             An Experiment whose ``graph`` is the StaticExperimentTree of the stored states.
@@ -667,12 +672,15 @@ class Experiment:
             blob_threshold=blob_threshold,
         )
         meta = experiment.store.read_meta()
+        warn_older_identities(experiment.store.location, meta)
         if state_class is None:
-            experiment.state_class, experiment.stand_in = _stored_class(meta.state_class)
+            experiment.state_class, experiment.stand_in = _stored_class(
+                meta.state_class, import_class
+            )
         experiment._check_state_class(meta)
         experiment.experiment_arguments = meta.experiment_arguments
         experiment.graph = StaticExperimentTree.from_store(
-            experiment, experiment.state_class, experiment.store, experiment.store.slim_entries()
+            experiment, experiment.state_class, experiment.store
         )
         if not slim:
             for state in experiment.graph.nodes:
@@ -695,17 +703,20 @@ def _describe_root(root: Any) -> str:
     return f"{_root_sha(root)[:12]}" + (f" ({shown})" if shown else "")
 
 
-def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
-    """The stored state class, or a stand-in named like it if it cannot be imported here."""
-    try:
-        found = import_class(stored_path)
-        if issubclass(found, ExperimentState):
-            return found, False
-        reason = "it is not an ExperimentState subclass"
-    except (Exception, SystemExit) as error:  # whatever the user's module raises at import
-        reason = f"{type(error).__name__}: {error}"
+def _stored_class(stored_path: str, importing: bool = True) -> tuple[type[ExperimentState], bool]:
+    """The stored state class, or a stand-in named like it if it cannot (or must not) be
+    imported here."""
+    reason = ""
+    if importing:
+        try:
+            found = import_class(stored_path)
+            if issubclass(found, ExperimentState):
+                return found, False
+            reason = "it is not an ExperimentState subclass"
+        except (Exception, SystemExit) as error:  # whatever the user's module raises at import
+            reason = f"{type(error).__name__}: {error}"
     module, _, qualname = stored_path.partition(":")
-    if module != "__main__":
+    if importing and module != "__main__":
         logger.warning(
             "The state class %s cannot be imported here (%s); slim states work, and a full "
             "load brings the class back from the stored state.",
@@ -723,6 +734,30 @@ def _stored_class(stored_path: str) -> tuple[type[ExperimentState], bool]:
         },
     )
     return stand_in, True
+
+
+_warned_identities: set[str] = set()
+
+
+def warn_older_identities(location: str, meta: ExperimentMeta) -> None:
+    """Say once per process and store that it holds states of an older identity scheme."""
+    older = meta.older_identities
+    if not older or location in _warned_identities:
+        return
+    _warned_identities.add(location)
+    schemes = ", ".join(map(str, older))
+    logger.warning(
+        "%s holds states identified by dagger's identity scheme %s; this dagger uses scheme %s "
+        "(ids cover everything a recipe's code reads: globals, closures, helpers, library "
+        "versions), so a run computes new ids for the same recipes and recomputes those states. "
+        "The old ones stay readable (restore, show) until you remove them: dagger rm %s "
+        "--identity %s.",
+        location,
+        schemes,
+        IDENTITY_VERSION,
+        location,
+        older[0],
+    )
 
 
 def _torch_version() -> str | None:

@@ -17,6 +17,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import HashingError
 from .fingerprint import class_fingerprint, code_digest, function_fingerprint
 from .hashing import digest, encode
 
@@ -140,18 +141,22 @@ def child_id(
     Raises:
         HashingError: A property cannot be hashed; the message names the recipe and property.
     """
-    who = kind or recipe_name.rsplit(".", 1)[-1]
-    encoded = {
-        key: encode(
-            value,
-            what=f"Recipe `{who}` property `{key}`",
-            fix=(
-                f"Declare PROPERTIES without `{key}` (a name starting with `_` is never part "
-                "of the identity), pass a plain value that describes it instead, or register "
-                "an encoder with `dagger.hashing.register`."
-            ),
-            code=code_digest,
-        )
-        for key, value in properties.items()
-    }
+    try:
+        # The error's sentences are written only when one is raised: a tree of 100,000
+        # promises would otherwise format 200,000 of them for nothing.
+        encoded = {key: encode(value, code=code_digest) for key, value in properties.items()}
+    except HashingError:
+        who = kind or recipe_name.rsplit(".", 1)[-1]
+        for key, value in properties.items():
+            encode(
+                value,
+                what=f"Recipe `{who}` property `{key}`",
+                fix=(
+                    f"Declare PROPERTIES without `{key}` (a name starting with `_` is never "
+                    "part of the identity), pass a plain value that describes it instead, or "
+                    "register an encoder with `dagger.hashing.register`."
+                ),
+                code=code_digest,
+            )
+        raise
     return digest("child", parent_id, recipe_name, code_identity, encoded, code=code_digest)

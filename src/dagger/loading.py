@@ -7,19 +7,20 @@ calls back to load itself or its root (an Experiment is one; a worker uses this 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from typing import Any
 
 from ._compat import call_method
 from .errors import CorruptStateError, ExperimentDefinitionError
-from .record import Notes, StateRecord, Status
-from .state import ExperimentState, adopt, apply_record
+from .state import ExperimentState, SlimInfo, SlimSource, adopt, apply_record, attach_info
 from .store import Results, Store
 
 __all__ = [
     "StoreOwner",
     "check_constructible",
+    "damage_noter",
     "load_root",
     "load_state",
     "new_root",
@@ -137,12 +138,23 @@ def load_state(
         experiment=owner,
         record=record,
         notes=notes,
-        results=Results(notes.results, store.load_result),
+        results=Results(notes.results, store.load_result, on_damage=damage_noter(store, sha)),
         slim=False,
     )
     for hook in list(getattr(state, "load_post_hooks", [])):
         hook()
     return state
+
+
+def damage_noter(store: Store, sha: str) -> Any:
+    """What a state's Results call when a recorded result turns out damaged: the store marks
+    it failed, so that the next run computes it again (and replaces the damaged copy)."""
+
+    def note(name: str, error: Exception) -> None:
+        with contextlib.suppress(Exception):  # a read-only folder: the error is raised anyway
+            store.forget_result(sha, name, str(error))
+
+    return note
 
 
 def load_root(
@@ -170,27 +182,15 @@ def load_root(
     return None
 
 
-def slim_state(
-    state_class: type[ExperimentState],
-    *,
-    owner: Any,
-    store: Store,
-    record: StateRecord,
-    notes: Notes,
-    has_payload: bool,
-) -> ExperimentState:
-    """A slim state (dagger's facts only, no content) from its record."""
+def slim_state(state_class: type[ExperimentState], source: SlimSource, row: int) -> ExperimentState:
+    """A slim state (dagger's facts only, no content) of row ``row`` of a restored tree.
+
+    Nothing is read or built beyond the object itself: its facts come from the tree's table
+    when first asked for (:class:`~dagger.state.SlimInfo`). ``__init__`` is not called (the
+    state was made by its recipe, not by this process).
+    """
     state = state_class.__new__(state_class)
-    apply_record(
-        state,
-        experiment=owner,
-        record=record,
-        notes=notes,
-        results=Results(notes.results, store.load_result),
-        slim=True,
-    )
-    if record.status is Status.DONE and not has_payload:
-        state.dagger.status = Status.MISSING
+    attach_info(state, SlimInfo(source, row))
     return state
 
 

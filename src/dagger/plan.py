@@ -9,20 +9,20 @@ serialisation of a segment, for a worker process.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CorruptStateError, ExperimentDefinitionError
+from .errors import ExperimentDefinitionError
 from .promise import ExperimentStatePromise
-from .record import RecipeInfo
+from .record import RecipeInfo, Status
 from .store import Store
+from .store.table import paused_gc
 
 __all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PlanNode:
     """One distinct state of the plan.
 
@@ -31,7 +31,8 @@ class PlanNode:
         parent: The parent node (None for a root, or for the first node of a worker's chain
             whose parent is stored).
         recipe: The recipe that computes it (None for a root or a state stored before).
-        info: How its record describes the recipe.
+        info: How its record describes the recipe (worked out when first asked for: a stored
+            state, most of a rerun's, never needs it).
         is_root: Whether it is a root (computed by ``initialize_state``).
         arguments: A root's ``spawn_new_tree`` arguments.
         tags: Every tag any promise of this state was defined with.
@@ -49,7 +50,7 @@ class PlanNode:
     sha: str
     parent: PlanNode | None
     recipe: Any = None
-    info: RecipeInfo | None = None
+    _info: RecipeInfo | None = None
     is_root: bool = False
     arguments: dict[str, Any] | None = None
     tags: list[str] = field(default_factory=list)
@@ -62,6 +63,13 @@ class PlanNode:
     work: bool = False
     consumers: int = 0
     keep: bool = False
+    promise: Any = field(default=None, repr=False)
+
+    @property
+    def info(self) -> RecipeInfo | None:
+        if self._info is None and self.promise is not None:
+            self._info = self.promise.recipe_info()
+        return self._info
 
     def describe(self) -> str:
         """``root``, ``stored state`` or the recipe's repr."""
@@ -88,6 +96,11 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
         ExperimentDefinitionError: Two different Functions with one name on one state.
         HashingError: A recipe property or argument cannot be hashed.
     """
+    with paused_gc():  # 100,000 nodes at once, none in a cycle the collector must find
+        return _build(roots, path)
+
+
+def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> list[PlanNode]:
     nodes: dict[str, PlanNode] = {}
     plan_roots: list[PlanNode] = []
     stack: list[tuple[ExperimentStatePromise, PlanNode | None]] = [
@@ -102,9 +115,9 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
                 sha,
                 parent,
                 promise.recipe,
-                promise.recipe_info(),
                 is_root=promise.is_root,
                 arguments=promise.arguments,
+                promise=promise,
             )
             (parent.children if parent else plan_roots).append(node)
         for tag in promise.tags:
@@ -129,47 +142,58 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
     return plan_roots
 
 
-def survey(roots: list[PlanNode], store: Store, *, quarantine: bool = True) -> set[str]:
+def survey(roots: list[PlanNode], store: Store) -> set[str]:
     """Decide, for every node, whether it is stored and what work lies in its subtree.
 
-    Args:
-        roots: The plan's roots.
-        store: The store to survey.
-        quarantine: Move aside the files of a state whose record has no payload (a run does);
-            False only reads (a plan: such a state counts as not stored either way).
+    One snapshot of the store answers for every node (no per-state read). A state counts as
+    stored only if its files are still there at their recorded sizes (``store.check``: a stat
+    per file, none for states kept inside the logs); one whose files are missing or truncated
+    is computed again by this run. A pruned state counts as stored: it is recomputed only if
+    something below it, or a Function on it, needs it. Nothing is written: a plan
+    (``exp.plan()``) surveys the same way as a run.
 
     Returns:
         The ids of the plan's states that failed in an earlier run.
     """
-    found = store.survey()
+    with paused_gc():
+        return _survey(roots, store)
+
+
+def _survey(roots: list[PlanNode], store: Store) -> set[str]:
+    table = store.survey()
     order: list[PlanNode] = []
+    stored: list[str] = []
+    failed: set[str] = set()
     stack = list(roots)
     while stack:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
         sha = node.sha
-        node.stored = sha in found.stored
-        if quarantine and sha in found.broken:
-            with contextlib.suppress(CorruptStateError):
-                store.quarantine(sha, "its record has no payload file")
+        status = table.status_of(sha)
+        node.stored = status is Status.DONE or status is Status.PRUNED
+        if status is Status.DONE:
+            stored.append(sha)
+        elif status is Status.FAILED:
+            failed.add(sha)
         if node.tags and node.stored:
-            record = store.read_record(sha)
-            known = set(record.tags) if record is not None else set()
-            if sha in found.notes:
-                known.update(store.read_notes(sha).tags)
+            known = table.tags_of(sha)
             node.new_tags = [tag for tag in node.tags if tag not in known]
         if node.functions:
-            results = store.read_notes(sha).results if sha in found.notes else {}
             for name in node.functions:
-                entry = results.get(name)
+                summary = table.result_of(sha, name) if node.stored else None
                 if (
-                    not node.stored
-                    or entry is None
-                    or entry.failed
-                    or entry.code != node.function_codes[name]
+                    summary is None
+                    or summary[2]  # it failed
+                    or summary[1] != node.function_codes[name]
+                    or (not summary[3] and _result_damaged(store, sha, name))
                 ):
                     node.pending.append(name)
+    problems = store.check(stored) if stored else {}
+    if problems:
+        for node in order:
+            if node.sha in problems:
+                node.stored = False
     for node in reversed(order):  # children before parents
         node.consumers = sum(1 for child in node.children if not child.stored) + int(node.keep)
         node.work = (
@@ -179,7 +203,13 @@ def survey(roots: list[PlanNode], store: Store, *, quarantine: bool = True) -> s
             or node.keep
             or any(child.work for child in node.children)
         )
-    return {node.sha for node in order if node.sha in found.failures}
+    return failed
+
+
+def _result_damaged(store: Store, sha: str, name: str) -> bool:
+    """Whether a recorded side-payload result can no longer be loaded (it is recomputed)."""
+    entry = store.read_notes(sha).results.get(name)
+    return entry is None or store.result_problem(entry) is not None
 
 
 def count(roots: Iterable[PlanNode], measure: Callable[[PlanNode], int], *, all: bool) -> int:
@@ -233,7 +263,9 @@ def from_wire(wire: dict[str, Any]) -> tuple[PlanNode | None, list[PlanNode]]:
     parent = PlanNode(wire["parent"], None, stored=True) if wire["parent"] else None
     chain: list[PlanNode] = []
     for item in wire["nodes"]:
-        node = PlanNode(parent=chain[-1] if chain else parent, work=True, **item)
+        fields = dict(item)
+        fields["_info"] = fields.pop("info")
+        node = PlanNode(parent=chain[-1] if chain else parent, work=True, **fields)
         if chain:
             chain[-1].children.append(node)
         chain.append(node)

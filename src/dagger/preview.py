@@ -25,7 +25,7 @@ from typing import Any
 from ._names import class_path
 from .plan import PlanNode
 from .plan_report import PlanReport, build_plan_report
-from .record import RecipeInfo, StateRecord
+from .record import RecipeInfo, StateRecord, Status
 from .store import Store
 
 __all__ = ["preview", "recipe_class_key"]
@@ -88,7 +88,7 @@ def preview(
 def _history(store: Store) -> list[dict[str, Any]]:
     """The recorded durations of every stored state, by recipe class (records only)."""
     history = []
-    for state_id in sorted(store.survey().stored):
+    for state_id in store.snapshot().ids_of(Status.DONE):
         record: StateRecord | None = store.read_record(state_id)
         if record is not None:
             history.append(

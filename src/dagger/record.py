@@ -3,16 +3,29 @@
 Every document dagger stores about a state is one of the types below; this module is the only
 place that knows their JSON keys. Everyone else passes these objects around.
 
-    StateRecord       states/<id>.json: how a state was made (written last: it commits the
-                      state); a failed state's record has status FAILED and an ``error``
-    Notes             states/<id>.notes.json: what was learned later (tags, Function results,
-                      the last audit)
+    StateRecord       how a state was made (committing it commits the state); a failed
+                      state's record has status FAILED and an ``error``
+    Notes             what was learned later (tags gained, Function results, the last audit)
     ResultEntry       one recorded Function result inside Notes
     AuditNote         the outcome of the last audit of a state, inside Notes
-    ExperimentMeta    experiment.json: format, roots, state class, versions
+    ExperimentMeta    experiment.json: format, roots, state class, versions (checksummed)
+
+Two JSON forms exist. The *document* form (``to_json``/``from_json``) is format 1's: one
+self-contained file per record (``states/<id>.json``), still read to open old stores. The *wire*
+form (``record_to_wire``/``record_from_wire`` and friends) is format 2's: the body of an entry
+in a store's log. In the wire form the parts that repeat across many states (the recipe's class,
+module and code; the state class and dagger version; the PROPERTIES values; the blob list) are
+*shared parts*: stored once, as their own entry, under a key that is a hash of their content
+(:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
+(an identity manifest, an environment) joins :data:`SHARED_FIELDS` and costs one key per state.
+
+Every entry about a state carries ``seq``: a number larger than that of every entry the writer
+had seen when it wrote it (it writes under the state's lock, after reading everything about the
+state). It orders a state's entries across processes and hosts without trusting clocks, and
+orders states by creation.
 
 Parsing validates the shape of a document (types of every field it uses) and raises
-:class:`InvalidRecordError` for anything else, so that a damaged but valid-JSON file never
+:class:`InvalidRecordError` for anything else, so that a damaged but valid-JSON document never
 reaches the rest of dagger as a half-filled dict.
 
 This module is pure: no I/O.
@@ -22,8 +35,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +46,15 @@ from ._names import display
 __all__ = [
     "AUDIT_OUTCOMES",
     "FORMAT_VERSION",
+    "IDENTITY_VERSION",
+    "INLINE",
     "MAX_AUDIT_PATHS",
+    "SHARED_FIELDS",
     "AuditNote",
     "ErrorInfo",
     "ExperimentMeta",
     "InvalidRecordError",
+    "Marker",
     "Notes",
     "PayloadInfo",
     "RecipeInfo",
@@ -47,11 +64,32 @@ __all__ = [
     "dumps",
     "jsonable",
     "loads",
+    "marker_from_wire",
+    "marker_to_wire",
+    "notes_from_wire",
+    "notes_to_wire",
     "now",
+    "record_from_wire",
+    "record_to_wire",
+    "shared_key",
+    "wire_refs",
 ]
 
-#: Version of the on-disk format this dagger writes (and the newest it reads).
-FORMAT_VERSION = 1
+#: Version of the on-disk format this dagger writes (and the newest it reads). Format 1: one
+#: JSON file per record, notes and failure under ``states/``. Format 2: append-only logs of
+#: checksummed entries (see :mod:`dagger.store.log`).
+FORMAT_VERSION = 2
+
+#: Version of the identity scheme: how ids are computed from classes, code and values
+#: (:mod:`dagger.identity`). Scheme 1: a class's own methods and the values of its properties.
+#: Scheme 2: everything the code reads (globals, closures, defaults, helpers, library
+#: versions), every value kind by its exact value. States of an older scheme stay readable,
+#: but a run computes other ids for the same recipes: it recomputes them.
+IDENTITY_VERSION = 2
+
+#: ``PayloadInfo.file`` (and ``ResultEntry.file``) of content kept inside the store's log,
+#: in the same entry as its record, rather than in a file of its own.
+INLINE = "@log"
 
 
 class InvalidRecordError(ValueError):
@@ -66,15 +104,19 @@ class Status(enum.StrEnum):
     DONE = "done"  # computed and stored
     FAILED = "failed"  # its recipe raised; the error is recorded
     MISSING = "missing"  # recorded, but its payload is gone or damaged: a run recomputes it
-    PRUNED = "pruned"  # its payload was dropped on purpose (dagger prune); a run recomputes it
+    PRUNED = "pruned"  # its payload was dropped on purpose; a run recomputes it when needed
 
 
 # -- JSON ---------------------------------------------------------------------------------------
 
 
 def dumps(document: Any) -> bytes:
-    """Compact, key-sorted JSON bytes (the C encoder only runs without indent)."""
-    return json.dumps(document, sort_keys=True, allow_nan=False, separators=(",", ":")).encode()
+    """Compact, key-sorted JSON bytes (the C encoder only runs without indent).
+
+    Non-finite floats are written as ``NaN``, ``Infinity`` and ``-Infinity`` (Python's JSON
+    extension, read back by :func:`loads`), so that a recorded infinity is a number, not text.
+    """
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def loads(data: bytes | str) -> Any:
@@ -97,31 +139,59 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
+#: How deep :func:`jsonable` follows nested lists and dicts before it shows the rest by repr.
+JSONABLE_DEPTH = 64
+
+
 def jsonable(value: Any) -> Any:
     """A JSON-safe view of a value for display and queries (never for identity).
 
     Plain JSON values pass through; tuples become lists; numpy scalars become the Python
-    number they hold; non-finite floats and anything else become their
-    :func:`~dagger._names.display` text (functions and classes by name, no memory address).
+    number they hold; floats stay floats, infinities and NaN included (see :func:`dumps`);
+    anything else becomes its :func:`~dagger._names.display` text (functions and classes by
+    name, never a memory address). A list or dict that contains itself shows the repeated
+    part as ``"[...]"`` or ``"{...}"`` (as ``repr`` does), and nesting deeper than
+    :data:`JSONABLE_DEPTH` levels is shown as text, so any value has a view.
     """
+    return _jsonable(value, set(), 0)
+
+
+def _jsonable(value: Any, seen: set[int], depth: int) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value if type(value) in (bool, int, str) or value is None else _builtin(value)
     if isinstance(value, float):
-        return float(value) if math.isfinite(value) else repr(float(value))
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {
-            key if isinstance(key, str) else display(key): jsonable(item)
-            for key, item in value.items()
-        }
+        return float(value)
+    if isinstance(value, list | tuple | dict):
+        if id(value) in seen:
+            return "{...}" if isinstance(value, dict) else "[...]"
+        if depth >= JSONABLE_DEPTH:
+            return _safe_repr(value)
+        seen.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {
+                    key if isinstance(key, str) else _safe_repr(key): _jsonable(v, seen, depth + 1)
+                    for key, v in value.items()
+                }
+            return [_jsonable(item, seen, depth + 1) for item in value]
+        finally:
+            seen.discard(id(value))
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == () and type(value).__module__ == "numpy":
         try:
-            return jsonable(item())
+            return _jsonable(item(), seen, depth)
         except (TypeError, ValueError):
             pass
-    return display(value)
+    return _safe_repr(value)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return display(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def _builtin(value: Any) -> Any:
@@ -220,8 +290,11 @@ class PayloadInfo:
     """Where a state's pickled content is and how to check it.
 
     Attributes:
-        file: The payload's file name in ``states/``.
-        sha256: Hex SHA-256 of the file's bytes.
+        file: Where the payload is: a path relative to the experiment folder
+            (``payloads/<id>.<digest>.pkl``; ``states/...`` in a format-1 store), or
+            :data:`INLINE` for a small payload kept in its record's log entry, whose
+            checksum covers it.
+        sha256: Hex SHA-256 of the payload's bytes (empty for an inline payload).
         size: Its size in bytes.
         format: ``"pickle"``, ``"dill"`` or ``"save_hook"`` (how it was written).
     """
@@ -230,6 +303,11 @@ class PayloadInfo:
     sha256: str
     size: int
     format: str = "pickle"
+
+    @property
+    def inline(self) -> bool:
+        """Whether the payload is kept in its record's log entry."""
+        return self.file == INLINE
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "sha256": self.sha256, "size": self.size, "format": self.format}
@@ -294,6 +372,8 @@ class StateRecord:
         blobs: Digests and sizes of the blobs its payload refers to.
         error: Why it failed (failed records only).
         format: The format version the record was written in.
+        seq: The store's sequence number of the entry (see the module docstring): orders
+            states by creation, and a state's entries among themselves.
     """
 
     id: str
@@ -312,10 +392,16 @@ class StateRecord:
     blobs: dict[str, int] = field(default_factory=dict)
     error: ErrorInfo | None = None
     format: int = FORMAT_VERSION
+    seq: int = 0
+    identity: int = IDENTITY_VERSION
 
     @property
     def failed(self) -> bool:
         return self.status is Status.FAILED
+
+    def with_seq(self, seq: int) -> StateRecord:
+        """This record with the sequence number the store gave its entry."""
+        return _replace(self, seq=seq)
 
     def with_payload(self, payload: PayloadInfo, blobs: dict[str, int]) -> StateRecord:
         """This record with its content's file and blobs filled in (by the store)."""
@@ -398,6 +484,7 @@ class StateRecord:
             blobs=blobs,
             error=ErrorInfo.from_json(error) if error is not None else None,
             format=_field(document, "format", int, what, FORMAT_VERSION),
+            identity=_field(document, "identity", int, what, 1),  # format 1: scheme 1
         )
 
 
@@ -411,13 +498,15 @@ def _replace(record: StateRecord, **changes: Any) -> StateRecord:
 class ResultEntry:
     """One recorded Function result.
 
-    Exactly one of ``value`` (plain JSON, inline), ``file`` (a side payload in ``states/``,
-    checked by ``sha256`` and ``size``) or ``error`` describes it.
+    Exactly one of ``value`` (plain JSON, inline), ``file`` (a side payload, checked by
+    ``sha256`` and ``size``) or ``error`` describes it.
 
     Attributes:
         code: The Function's code identity when it ran (a changed one is run again).
         value: The result itself when it is plain JSON.
-        file: The side payload's file name, for any other result.
+        file: Where the side payload of any other result is: a path relative to the
+            experiment folder (``results/<sha256>.res``; ``states/...`` in a format-1
+            store), or :data:`INLINE` for one kept in the store's log under its ``sha256``.
         sha256: Its checksum.
         size: Its size in bytes.
         blobs: Blobs the side payload refers to.
@@ -632,6 +721,9 @@ class Notes:
 class ExperimentMeta:
     """``experiment.json``: what the folder holds and who wrote it.
 
+    Its JSON carries a ``checksum`` (SHA-256 of the canonical JSON of every other field), so a
+    damaged file is told apart from a valid one; format 1 files have none.
+
     Attributes:
         format: The format version of the store.
         roots: Ids of the roots spawned into the folder, in order.
@@ -650,14 +742,26 @@ class ExperimentMeta:
     torch_version: str | None = None
     created: str = ""
     updated: str | None = None
+    identities: tuple[int, ...] = (IDENTITY_VERSION,)
 
     def with_roots(self, roots: tuple[str, ...] | list[str], updated: str) -> ExperimentMeta:
         values = {name: getattr(self, name) for name in ExperimentMeta.__dataclass_fields__}
         values.update(roots=tuple(roots), updated=updated)
         return ExperimentMeta(**values)
 
+    def with_identities(self, identities: tuple[int, ...] | list[int]) -> ExperimentMeta:
+        """This description with ``identities`` (the schemes of the states stored)."""
+        values = {name: getattr(self, name) for name in ExperimentMeta.__dataclass_fields__}
+        values.update(identities=tuple(sorted(set(identities))))
+        return ExperimentMeta(**values)
+
+    @property
+    def older_identities(self) -> tuple[int, ...]:
+        """The identity schemes older than this dagger's of which the store holds states."""
+        return tuple(scheme for scheme in self.identities if scheme < IDENTITY_VERSION)
+
     def to_json(self) -> dict[str, Any]:
-        document = {
+        document: dict[str, Any] = {
             "format": self.format,
             "roots": list(self.roots),
             "state_class": self.state_class,
@@ -669,12 +773,31 @@ class ExperimentMeta:
         }
         if self.updated is not None:
             document["updated"] = self.updated
+        document["identities"] = list(self.identities)
+        if self.format >= 2:
+            document["checksum"] = _checksum(document)
         return document
 
     @classmethod
     def from_json(cls, document: Any) -> ExperimentMeta:
+        """Parse and validate experiment.json.
+
+        Raises:
+            InvalidRecordError: A field is missing or of the wrong type, or (format 2 and
+                later) the checksum is missing or does not match the content.
+        """
         what = "experiment.json"
         _expect(document, dict, what)
+        fmt = document.get("format")
+        if isinstance(fmt, int) and fmt >= 2 and fmt <= FORMAT_VERSION:
+            stated = document.get("checksum")
+            rest = {key: value for key, value in document.items() if key != "checksum"}
+            if stated != _checksum(rest):
+                raise InvalidRecordError(
+                    "experiment.json does not match its checksum"
+                    if stated
+                    else "experiment.json has no checksum"
+                )
         return cls(
             format=_field(document, "format", int, what),
             roots=_strings(document.get("roots", []), "experiment.json `roots`"),
@@ -685,4 +808,232 @@ class ExperimentMeta:
             torch_version=_field(document, "torch_version", (str, type(None)), what, None),
             created=_field(document, "created", str, what, ""),
             updated=_field(document, "updated", (str, type(None)), what, None),
+            # A store written before identity scheme 2 does not say: its states are scheme 1.
+            identities=_identities(document.get("identities", [1])),
         )
+
+
+def _identities(value: Any) -> tuple[int, ...]:
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+    ):
+        raise InvalidRecordError("experiment.json `identities` is not a list of integers")
+    return tuple(sorted(set(value)))
+
+
+def _checksum(document: Any) -> str:
+    return hashlib.sha256(dumps(document)).hexdigest()
+
+
+# -- the wire form (format 2): entries of a store's log ------------------------------------------
+
+#: Record fields stored as shared parts (once per distinct content, referenced by key).
+SHARED_FIELDS = ("recipe", "origin", "properties", "blobs")
+
+#: Characters of a shared part's key: 96 bits of SHA-256, so that distinct parts never collide.
+SHARED_KEY_CHARS = 24
+
+
+def shared_key(part: Any) -> str:
+    """The key a shared part is stored under: a hash of its canonical JSON."""
+    return hashlib.sha256(dumps(part)).hexdigest()[:SHARED_KEY_CHARS]
+
+
+def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The wire form of a record, and the shared parts it refers to, by key.
+
+    Returns:
+        ``(document, parts)``: ``document`` holds the keys of its shared parts; ``parts`` maps
+        each key to the part's JSON (the store writes each part once).
+    """
+    parts: dict[str, Any] = {}
+
+    def share(part: Any) -> str:
+        key = shared_key(part)
+        parts[key] = part
+        return key
+
+    document: dict[str, Any] = {
+        "id": record.id,
+        "parent": record.parent,
+        "seq": record.seq,
+        "created": record.created,
+        "status": record.status.value,
+        "identity": record.identity,
+    }
+    if record.root != (record.parent is None):
+        document["root"] = record.root
+    if record.recipe is not None:
+        recipe = record.recipe
+        document["recipe"] = share(
+            {"class": recipe.name, "module": recipe.module, "code": recipe.code}
+        )
+        document["params"] = recipe.params
+    if record.tags:
+        document["tags"] = list(record.tags)
+    if record.error is not None:
+        document["error"] = record.error.to_json()
+        return document, parts
+    document["seconds"] = record.seconds
+    document["origin"] = share(
+        {"state_class": record.state_class, "dagger_version": record.dagger_version}
+    )
+    document["properties"] = share(record.properties)
+    if record.arguments is not None:
+        document["arguments"] = record.arguments
+    if record.blobs:
+        document["blobs"] = share(record.blobs)
+    if record.payload is not None:
+        info = record.payload
+        payload: dict[str, Any] = {"size": info.size, "format": info.format}
+        if not info.inline:
+            payload.update(file=info.file, sha256=info.sha256)
+        document["payload"] = payload
+    return document, parts
+
+
+def wire_refs(document: Mapping[str, Any]) -> dict[str, str]:
+    """The keys of the shared parts a record's wire form refers to, by field."""
+    return {name: document[name] for name in SHARED_FIELDS if isinstance(document.get(name), str)}
+
+
+def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
+    """Parse and validate a record's wire form.
+
+    Args:
+        document: The entry's JSON.
+        parts: Shared parts by key (a missing one makes the record unreadable).
+
+    Raises:
+        InvalidRecordError: A field is missing or of the wrong type, or a shared part it
+            refers to is unknown or malformed.
+    """
+    what = "record"
+    _expect(document, dict, what)
+    state_id = _id(document.get("id"), "record `id`")
+    parent = document.get("parent")
+    if parent is not None:
+        _id(parent, "record `parent`")
+
+    def part(name: str, kind: type) -> Any:
+        key = document.get(name)
+        if key is None:
+            return None
+        if not isinstance(key, str) or key not in parts:
+            raise InvalidRecordError(f"record {state_id[:12]}: shared part `{name}` is unknown")
+        return _expect(parts[key], kind, f"shared part `{name}`")
+
+    status_text = _field(document, "status", str, what)
+    try:
+        status = Status(status_text)
+    except ValueError:
+        raise InvalidRecordError(f"record status {status_text!r} is unknown") from None
+    recipe_part = part("recipe", dict)
+    recipe = None
+    if recipe_part is not None:
+        recipe = RecipeInfo(
+            _field(recipe_part, "class", str, "recipe"),
+            _field(recipe_part, "module", str, "recipe", ""),
+            _field(document, "params", dict, what, {}),
+            _field(recipe_part, "code", str, "recipe", ""),
+        )
+    origin = part("origin", dict) or {}
+    blobs = part("blobs", dict) or {}
+    if not all(isinstance(size, int) for size in blobs.values()):
+        raise InvalidRecordError("record `blobs` sizes are not integers")
+    payload_doc = document.get("payload")
+    payload = None
+    if payload_doc is not None:
+        _expect(payload_doc, dict, "record `payload`")
+        payload = PayloadInfo(
+            _field(payload_doc, "file", str, "payload", INLINE),
+            _field(payload_doc, "sha256", str, "payload", ""),
+            _field(payload_doc, "size", int, "payload"),
+            _field(payload_doc, "format", str, "payload", "pickle"),
+        )
+    error = document.get("error")
+    arguments = document.get("arguments")
+    if arguments is not None:
+        _expect(arguments, dict, "record `arguments`")
+    seconds = _field(document, "seconds", (int, float, type(None)), what, None)
+    return StateRecord(
+        id=state_id,
+        parent=parent,
+        root=bool(_field(document, "root", bool, what, parent is None)),
+        recipe=recipe,
+        tags=_strings(document.get("tags", []), "record `tags`"),
+        created=_field(document, "created", str, what, ""),
+        status=status,
+        seconds=float(seconds) if seconds is not None else None,
+        state_class=_field(origin, "state_class", str, "origin", ""),
+        properties=part("properties", dict) or {},
+        arguments=arguments,
+        dagger_version=_field(origin, "dagger_version", str, "origin", ""),
+        payload=payload,
+        blobs=blobs,
+        error=ErrorInfo.from_json(error) if error is not None else None,
+        format=FORMAT_VERSION,
+        seq=_field(document, "seq", int, what),
+        identity=_field(document, "identity", int, what, IDENTITY_VERSION),
+    )
+
+
+def notes_to_wire(state_id: str, seq: int, notes: Notes) -> dict[str, Any]:
+    """The wire form of a state's notes (all of them: the entry with the highest ``seq``
+    is the state's notes)."""
+    return {"id": state_id, "seq": seq, **notes.to_json()}
+
+
+def notes_from_wire(document: Any) -> tuple[str, int, Notes]:
+    """``(state id, seq, notes)`` of a notes entry.
+
+    Raises:
+        InvalidRecordError: The entry is malformed.
+    """
+    _expect(document, dict, "notes")
+    state_id = _id(document.get("id"), "notes `id`")
+    return state_id, _field(document, "seq", int, "notes"), Notes.from_json(document)
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """An entry that changes what a state's record means, without replacing it.
+
+    Attributes:
+        state_id: The state.
+        seq: Its sequence number (it applies to entries with a lower one).
+        kind: ``removed`` (the state is gone), ``pruned`` (its payload was dropped on purpose)
+            or ``quarantined`` (its content was found missing or damaged).
+        reason: Why, for the people reading ``verify`` or a warning.
+    """
+
+    state_id: str
+    seq: int
+    kind: str
+    reason: str = ""
+
+    KINDS = ("removed", "pruned", "quarantined")
+
+
+def marker_to_wire(marker: Marker) -> dict[str, Any]:
+    return {"id": marker.state_id, "seq": marker.seq, "kind": marker.kind, "reason": marker.reason}
+
+
+def marker_from_wire(document: Any) -> Marker:
+    """Parse a marker entry.
+
+    Raises:
+        InvalidRecordError: The entry is malformed or of an unknown kind.
+    """
+    _expect(document, dict, "marker")
+    kind = _field(document, "kind", str, "marker")
+    if kind not in Marker.KINDS:
+        raise InvalidRecordError(f"marker kind {kind!r} is unknown")
+    return Marker(
+        _id(document.get("id"), "marker `id`"),
+        _field(document, "seq", int, "marker"),
+        kind,
+        _field(document, "reason", str, "marker", ""),
+    )

@@ -10,9 +10,13 @@ Given a plan (:mod:`dagger.plan`) and a store, the runner walks it depth-first:
   whole traceback), its subtree is skipped, and the rest of the tree still runs; at the end
   each failure is logged with a shortened traceback and :class:`~dagger.errors.RunError` lists
   them, states and Functions counted apart;
-* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store;
+* every save is atomic, so Ctrl-C or a kill at any moment leaves a readable store; Ctrl-C
+  ends the run with one line saying what was stored (:class:`Interrupted`, exit status 130);
 * a per-state lock keeps two processes from computing one state: the second waits, then
-  finds the record and uses it;
+  finds the record and uses it; a stored state whose files turn out to be missing or
+  truncated is set aside and computed again;
+* the store cannot be written (disk full, read-only): the run stops with that StoreError
+  (nothing stored before is lost), instead of recording every following state as failed;
 * Functions are checked to be read-only: the state's content digest
   (:func:`dagger.digest.state_digest`) is taken before the first Function on a state and after
   each one; a Function that changed the state is reported (:class:`Mutation`) and recorded on
@@ -26,10 +30,12 @@ states call back (``experiment_object``). Running on an executor is :mod:`dagger
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -40,8 +46,8 @@ from ._compat import call_method
 from ._names import class_path, short_id
 from ._version import __version__
 from .digest import StateDigest, digest_changes, state_digest
-from .errors import DaggerError, RecipeResultError, RunError
-from .loading import load_state, new_root
+from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
+from .loading import damage_noter, load_state, new_root
 from .plan import PlanNode, count
 from .progress import DEFAULT_INTERVAL, Progress, progress_mode
 from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
@@ -49,7 +55,15 @@ from .state import ExperimentState, adopt
 from .store import Results, Store
 from .store.payload import clear_transient, copy_payload
 
-__all__ = ["Failure", "Mutation", "RunReport", "Runner", "first_cause", "shorten_traceback"]
+__all__ = [
+    "Failure",
+    "Interrupted",
+    "Mutation",
+    "RunReport",
+    "Runner",
+    "first_cause",
+    "shorten_traceback",
+]
 
 logger = logging.getLogger("dagger")
 
@@ -297,6 +311,39 @@ class RunReport:
         return text + f" in {self.seconds:.2f} s"
 
 
+class Interrupted(SystemExit, KeyboardInterrupt):
+    """Ctrl-C stopped a run; the store was left consistent and everything computed is stored.
+
+    Uncaught in a script, it ends the process with exit status 130 and no traceback (the one
+    line that says what was stored is printed before); ``except KeyboardInterrupt`` still
+    catches it. In an interactive session (IPython, Jupyter, ``python -i``) a plain
+    KeyboardInterrupt carrying the same line is raised instead, so the session goes on.
+
+    Attributes:
+        report: What the run did before it was stopped.
+    """
+
+    def __init__(self, report: RunReport) -> None:
+        super().__init__(130)
+        self.report = report
+
+
+def _interrupted_line(report: RunReport) -> str:
+    return (
+        f"Interrupted: {report.computed} state(s) computed and stored by this run "
+        f"({report.cached} were stored before); the store is consistent. Run the same code "
+        "again to resume: what is stored is not computed again."
+    )
+
+
+def _interactive() -> bool:
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return True
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return callable(get) and get() is not None
+
+
 class Stop(Exception):
     """keep_going=False and a failure happened: unwind the walk (caught by :meth:`Runner.run`)."""
 
@@ -416,6 +463,15 @@ class Runner:
             finished = True
         except Stop:
             finished = True
+        except KeyboardInterrupt:
+            # The store's batch has ended (entries synced, log closed): say so in one line.
+            self.report.seconds = time.perf_counter() - started
+            self.progress.close(None)
+            line = _interrupted_line(self.report)
+            if _interactive():
+                raise KeyboardInterrupt(line) from None
+            print(line, file=sys.stderr, flush=True)
+            raise Interrupted(self.report) from None
         finally:
             self.report.seconds = time.perf_counter() - started
             self.progress.close(self.report if finished else None)
@@ -559,11 +615,17 @@ class Runner:
         """
         with self.store.lock(node.sha):
             if self.store.has_record(node.sha):
-                # Another process stored it meanwhile: use its record, add this run's tags.
-                node.stored = True
-                node.new_tags = list(node.tags)
-                self.report.cached += 1
-                return None
+                problem = self.store.check([node.sha]).get(node.sha)
+                if problem is None:
+                    # Another process stored it meanwhile: use its record, add this run's tags.
+                    node.stored = True
+                    node.new_tags = list(node.tags)
+                    self.report.cached += 1
+                    return None
+                # Stored, but its files are missing or truncated: set it aside (under its
+                # lock, on direct evidence) and compute it again.
+                with contextlib.suppress(CorruptStateError):
+                    self.store.quarantine(node.sha, problem)
             return self._compute_unlocked(node, parent_held)
 
     def _compute_unlocked(self, node: PlanNode, parent_held: Held | None) -> ExperimentState:
@@ -579,10 +641,17 @@ class Runner:
                     tags=node.tags,
                 )
             elif node.recipe is None:
+                previous = self.store.read_failure(node.sha)
+                cause = ""
+                if previous is not None and previous.error is not None:
+                    cause = (
+                        f" It failed when it was computed ({previous.error.type}: "
+                        f"{previous.error.message}); that first cause stays recorded."
+                    )
                 raise DaggerError(
                     f"State {node.sha[:12]} is not in the store any more and this Experiment "
-                    "does not know the recipe that made it. Run the script that built it "
-                    "again to recompute it."
+                    f"does not know the recipe that made it.{cause} Run the script that built "
+                    "it again to recompute it."
                 )
             else:
                 assert parent_held is not None
@@ -623,22 +692,12 @@ class Runner:
                 hook()
         except Failed:
             raise
+        except StoreError as error:
+            if not isinstance(error, CorruptStateError):
+                raise  # the store cannot be written: stop the run; nothing stored is lost
+            raise self._failed(node, parent_id, error) from error
         except Exception as error:
-            failure = Failure.of(error, state_id=node.sha, recipe=node.describe())
-            self.store.write_failure(
-                StateRecord(
-                    id=node.sha,
-                    parent=parent_id,
-                    root=node.is_root,
-                    recipe=node.info,
-                    tags=tuple(node.tags),
-                    created=now(),
-                    status=Status.FAILED,
-                    error=failure.error_info(),
-                )
-            )
-            logger.error("State %s (%s) failed: %s", short_id(node.sha), node.describe(), error)
-            raise Failed(failure) from error
+            raise self._failed(node, parent_id, error) from error
         state.dagger.status = Status.DONE
         state.dagger.properties = dict(state.dagger.record.properties)
         if node.sha in self.failed_before:
@@ -651,6 +710,30 @@ class Runner:
         self.tick()
         self.progress.computed(node.sha, node.describe(), seconds)
         return state
+
+    def _failed(self, node: PlanNode, parent_id: str | None, error: Exception) -> Failed:
+        """Record why a state failed and return the Failed to raise (called in its ``except``).
+
+        A stored state this Experiment cannot recompute (its recipe is unknown here) keeps the
+        failure record it has: the first cause is what matters.
+        """
+        failure = Failure.of(error, state_id=node.sha, recipe=node.describe())
+        unknown = node.recipe is None and not node.is_root
+        if not (unknown and self.store.read_failure(node.sha) is not None):
+            self.store.write_failure(
+                StateRecord(
+                    id=node.sha,
+                    parent=parent_id,
+                    root=node.is_root,
+                    recipe=node.info,
+                    tags=tuple(node.tags),
+                    created=now(),
+                    status=Status.FAILED,
+                    error=failure.error_info(),
+                )
+            )
+        logger.error("State %s (%s) failed: %s", short_id(node.sha), node.describe(), error)
+        return Failed(failure)
 
     def _adopt(self, state: ExperimentState, node: PlanNode, parent_id: str | None) -> None:
         adopt(
@@ -683,6 +766,8 @@ class Runner:
                 entry = self.store.store_result(node.sha, name, value, code)
                 seconds = time.perf_counter() - started
             except Exception as error:
+                if isinstance(error, StoreError) and not isinstance(error, CorruptStateError):
+                    raise  # the store cannot be written: stop the run
                 seconds = time.perf_counter() - started
                 failure = Failure.of(
                     error, state_id=node.sha, recipe=node.describe(), function=name
@@ -717,7 +802,9 @@ class Runner:
                 self.progress.function(name, node.sha, seconds)
         notes = self.store.update_notes(node.sha, tags=node.new_tags, results=results)
         state.dagger.notes = notes
-        state.dagger.results = Results(notes.results, self.store.load_result)
+        state.dagger.results = Results(
+            notes.results, self.store.load_result, on_damage=damage_noter(self.store, node.sha)
+        )
         if any(entry.failed for entry in results.values()) and not self.keep_going:
             raise Stop()
 

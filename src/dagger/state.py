@@ -37,15 +37,20 @@ from .errors import (
 )
 from .identity import root_id
 from .record import Notes, RecipeInfo, StateRecord, Status
+from .store import Results, SlimTable
+from .store.results import summary_entries
 
 __all__ = [
     "HOOKS",
     "RESERVED",
     "ExperimentState",
+    "SlimInfo",
+    "SlimSource",
     "StateInfo",
     "StateOwner",
     "adopt",
     "apply_record",
+    "attach_info",
 ]
 
 logger = logging.getLogger("dagger")
@@ -611,3 +616,110 @@ def apply_record(
     info.results = results
     info.slim = slim
     info.from_cache = not slim
+
+
+def attach_info(state: ExperimentState, info: StateInfo) -> None:
+    """Give a state built without ``__init__`` (a slim state) its facts object."""
+    state.__dict__[_INFO] = info
+
+
+class SlimSource(Protocol):
+    """What a slim state of a restored tree reads its facts from (the tree provides it).
+
+    Attributes:
+        table: The store's snapshot the tree was built from.
+        owner: What the states call back to load themselves (the Experiment).
+    """
+
+    table: SlimTable
+    owner: Any
+
+    def state(self, row: int) -> ExperimentState: ...
+
+    def depth(self, row: int) -> int: ...
+
+    def child_rows(self, row: int) -> list[int]: ...
+
+
+def _lazy(name: str, compute: Any) -> property:
+    """A StateInfo attribute that a SlimInfo computes from its table on first access and keeps
+    (in the slot of the same name), and that can be set like any other."""
+    slot = StateInfo.__dict__[name]
+
+    def get(self: SlimInfo) -> Any:
+        try:
+            return slot.__get__(self, StateInfo)
+        except AttributeError:
+            value = compute(self)
+            slot.__set__(self, value)
+            return value
+
+    def set_(self: SlimInfo, value: Any) -> None:
+        slot.__set__(self, value)
+
+    return property(get, set_, doc=f"The state's `{name}` (from the store's table).")
+
+
+def _results(info: SlimInfo) -> Results:
+    table, row = info.source.table, info.row
+    summaries = table.results[row]
+    if not summaries:
+        return Results({}, table.loader())
+    return Results(
+        summary_entries(summaries),
+        table.loader(),
+        resolve=lambda: table.notes(row).results,
+        on_damage=table.damage_noter(row),
+    )
+
+
+def _parent(info: SlimInfo) -> ExperimentState | None:
+    parent = info.source.table.parent[info.row]
+    return info.source.state(parent) if parent >= 0 else None
+
+
+class SlimInfo(StateInfo):
+    """dagger's facts about a state of a restored tree, read from the store's table when first
+    asked for: a tree of 100,000 states builds none of them until they are used.
+
+    Attributes:
+        source: The tree (its table, its states).
+        row: The state's row in the table.
+    """
+
+    __slots__ = ("row", "source")
+
+    def __init__(self, source: SlimSource, row: int) -> None:  # no super(): slots stay unset
+        # Cheap facts are set now (read at C speed afterwards); the others on first access.
+        table = source.table
+        self.source = source
+        self.row = row
+        self.slim = True
+        self.from_cache = False
+        self.experiment = source.owner
+        self.id = table.ids[row]
+        self.parent_id = table.parent_id[row]
+        self.status = table.status[row]
+        self.root = table.root[row]
+
+    record = _lazy("record", lambda info: info.source.table.record(info.row))
+    notes = _lazy("notes", lambda info: info.source.table.notes(info.row))
+    results = _lazy("results", _results)
+    properties = _lazy("properties", lambda info: dict(info.source.table.properties[info.row]))
+    depth = _lazy("depth", lambda info: info.source.depth(info.row))
+    parent = _lazy("parent", _parent)
+    children = _lazy(
+        "children", lambda info: [info.source.state(r) for r in info.source.child_rows(info.row)]
+    )
+    tags = _lazy("tags", lambda info: list(info.source.table.tags[info.row]))
+    recipe = _lazy("recipe", lambda info: info.source.table.recipe_info(info.row))
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the recipe that made it, in seconds (None if not recorded)."""
+        return self.source.table.seconds[self.row]
+
+    @property
+    def created(self) -> str | None:
+        """When it was computed (ISO 8601, UTC), or None."""
+        return self.source.table.created[self.row] or None

@@ -7,10 +7,10 @@ request, one state at a time (:meth:`ExperimentState.lazy_load`, :attr:`NodeSet.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,11 @@ from .errors import StateNotFoundError
 from .loading import slim_state
 from .nodeset import NodeSet
 from .state import ExperimentState
-from .store import SlimEntry, Store
+from .store import SlimTable, Store
+from .store.table import paused_gc
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping
     from pathlib import Path
 
     import graphviz
@@ -118,25 +118,88 @@ class LineageDiff:
         return "\n".join(lines)
 
 
+class _NodeMap(Mapping[str, ExperimentState]):
+    """id -> slim state, made on first access (the tree's states in creation order)."""
+
+    def __init__(self, tree: StaticExperimentTree) -> None:
+        self._tree = tree
+
+    def __getitem__(self, sha: str) -> ExperimentState:
+        row = self._tree.table.row(sha)
+        if row is None:
+            raise KeyError(sha)
+        return self._tree.state(row)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tree.table.ids)
+
+    def __len__(self) -> int:
+        return len(self._tree.table)
+
+    def __contains__(self, sha: object) -> bool:
+        return isinstance(sha, str) and self._tree.table.row(sha) is not None
+
+
+class _EdgeMap(Mapping[str, set[str]]):
+    """id -> set of its children's ids; every state is a key (a leaf maps to an empty set)."""
+
+    def __init__(self, tree: StaticExperimentTree) -> None:
+        self._tree = tree
+
+    def __getitem__(self, sha: str) -> set[str]:
+        tree = self._tree
+        row = tree.table.row(sha)
+        if row is None:
+            raise KeyError(sha)
+        ids = tree.table.ids
+        return {ids[child] for child in tree.child_rows(row)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tree.table.ids)
+
+    def __len__(self) -> int:
+        return len(self._tree.table)
+
+    def __contains__(self, sha: object) -> bool:
+        return isinstance(sha, str) and self._tree.table.row(sha) is not None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
 class StaticExperimentTree:
-    """The stored tree of an experiment, slim.
+    """The stored tree of an experiment, slim: a forest when the experiment has several roots.
+
+    Built from one snapshot of the store (a :class:`~dagger.store.SlimTable`); its states are
+    made when first used, so restoring 100,000 states builds none of them until asked.
+
+    Order: states are in creation order (the store's sequence numbers; ties by id), so siblings
+    are in the order they were computed, which for one run is the order they were defined.
+    ``nodes`` lists them root first, level by level.
 
     Attributes:
+        table: The snapshot the tree is built from.
         node_map: id -> slim state.
-        edge_map: id -> set of the ids of its children, with a key for every node (a leaf
-            maps to an empty set).
-        toposort: depth -> set of the ids at that distance from the root.
+        edge_map: id -> set of the ids of its children (every state is a key).
+        toposort: depth -> set of the ids at that distance from their root.
     """
 
-    def __init__(
-        self,
-        node_map: dict[str, ExperimentState],
-        edge_map: dict[str, set[str]],
-        toposort: dict[int, set[str]],
-    ) -> None:
-        self.node_map = node_map
-        self.edge_map = edge_map
-        self.toposort = toposort
+    def __init__(self, table: SlimTable, owner: Any, state_class: type[ExperimentState]) -> None:
+        self.table = table
+        self.owner = owner
+        self.state_class = state_class
+        self._states: list[ExperimentState | None] = [None] * len(table)
+        self._depths: list[int] | None = None
+        self._children: list[list[int]] | None = None
+        self._order: list[int] | None = None
+        self._sorted_ids: list[str] | None = None
+        self.node_map: Mapping[str, ExperimentState] = _NodeMap(self)
+        self.edge_map: Mapping[str, set[str]] = _EdgeMap(self)
 
     @classmethod
     def from_store(
@@ -144,77 +207,76 @@ class StaticExperimentTree:
         owner: Any,
         state_class: type[ExperimentState],
         store: Store,
-        entries: dict[str, SlimEntry],
+        table: SlimTable | None = None,
     ) -> StaticExperimentTree:
-        """Build the tree from a store's slim entries (records, notes, failures).
+        """The tree of what ``store`` holds now (one snapshot: ``store.snapshot()``).
 
         Args:
             owner: What the slim states call back to load themselves (the Experiment).
             state_class: The class the slim states are made of.
-            store: The store they come from (recorded results load from it).
-            entries: ``store.slim_entries()``.
+            store: The store.
+            table: A snapshot already taken (default: take one).
         """
-        node_map: dict[str, ExperimentState] = {}
-        for sha, entry in entries.items():
-            record = entry.record if entry.record is not None else entry.failure
-            if record is None:
-                continue
-            node_map[sha] = slim_state(
-                state_class,
-                owner=owner,
-                store=store,
-                record=record,
-                notes=entry.notes,
-                has_payload=entry.has_payload,
-            )
-        # A key for every node (a leaf maps to an empty set), as the original's edge_map had.
-        edge_map: dict[str, set[str]] = {sha: set() for sha in node_map}
-        for sha, state in node_map.items():
-            parent_id = state.dagger.parent_id
-            parent = node_map.get(parent_id) if parent_id else None
-            if parent is not None:
-                state.dagger.parent = parent
-                parent.dagger.children.append(state)
-                edge_map[parent.sha() or ""].add(sha)
-        for state in node_map.values():
-            state.dagger.children.sort(key=_creation_order)
-        toposort: dict[int, set[str]] = defaultdict(set)
-        level = [s for s in node_map.values() if s.dagger.parent is None]
-        depth = 0
-        while level:
-            following: list[ExperimentState] = []
-            for state in level:
-                state.dagger.depth = depth
-                toposort[depth].add(state.sha() or "")
-                following.extend(state.dagger.children)
-            level = following
-            depth += 1
-        return cls(node_map, edge_map, dict(toposort))
+        return cls(table if table is not None else store.snapshot(), owner, state_class)
+
+    # -- rows (SlimSource) -----------------------------------------------------------------------
+
+    def state(self, row: int) -> ExperimentState:
+        """The slim state of a row (made once, then the same object)."""
+        state = self._states[row]
+        if state is None:
+            state = self._states[row] = slim_state(self.state_class, self, row)
+        return state
+
+    def depth(self, row: int) -> int:
+        if self._depths is None:
+            self._depths = self.table.depths()
+        return self._depths[row]
+
+    def child_rows(self, row: int) -> list[int]:
+        if self._children is None:
+            self._children = self.table.children()
+        return self._children[row]
+
+    def _rows_in_order(self) -> list[int]:
+        """Every row, root first, level by level, creation order within a level."""
+        if self._order is None:
+            if self._depths is None:
+                self._depths = self.table.depths()
+            depths = self._depths
+            self._order = sorted(range(len(self.table)), key=depths.__getitem__)
+        return self._order
+
+    def _nodeset(self, rows: Iterable[int]) -> NodeSet:
+        state = self.state
+        with paused_gc():  # (see paused_gc: many objects at once, none in a cycle)
+            return NodeSet([state(row) for row in rows])
+
+    @property
+    def toposort(self) -> dict[int, set[str]]:
+        """depth -> set of the ids at that distance from their root."""
+        found: dict[int, set[str]] = {}
+        ids = self.table.ids
+        for row in self._rows_in_order():
+            found.setdefault(self.depth(row), set()).add(ids[row])
+        return found
 
     # -- access --------------------------------------------------------------------------------
 
-    def _ordered(self, ids: Iterable[str]) -> NodeSet:
-        states = [self.node_map[sha] for sha in ids]
-        states.sort(key=lambda state: (state.dagger.depth or 0, *_creation_order(state)))
-        return NodeSet(states)
-
     @property
     def nodes(self) -> NodeSet:
-        """Every state: roots first, then by depth; at one depth, in creation order (which,
-        for states one run computed, is the order they were defined in), then by id.
-
-        The order is the same in every process and every restore of the same store.
-        """
-        return self._ordered(self.node_map)
+        """Every state, root first, then level by level in creation order."""
+        return self._nodeset(self._rows_in_order())
 
     @property
     def roots(self) -> NodeSet:
-        """The roots (several in a forest: one per distinct root, e.g. one per seed)."""
-        return self._ordered(self.toposort.get(0, ()))
+        """The roots, in creation order (a state whose parent is not stored counts as one)."""
+        depth = self.depth
+        return self._nodeset(row for row in range(len(self.table)) if depth(row) == 0)
 
     @property
     def root(self) -> ExperimentState:
-        """The root state.
+        """The root state, when the experiment has exactly one.
 
         Raises:
             StateNotFoundError: The directory holds no tree, or several (see :attr:`roots`).
@@ -241,7 +303,9 @@ class StaticExperimentTree:
 
     @property
     def leaves(self) -> NodeSet:
-        return self.nodes.leaves
+        """States without children, in the order of :attr:`nodes`."""
+        child_rows = self.child_rows
+        return self._nodeset(row for row in self._rows_in_order() if not child_rows(row))
 
     def node(self, sha: str) -> ExperimentState:
         """The state with this id, or with this unique id prefix.
@@ -249,31 +313,44 @@ class StaticExperimentTree:
         Raises:
             StateNotFoundError: No state matches, or the prefix is ambiguous.
         """
-        state = self.node_map.get(sha)
-        if state is not None:
-            return state
-        matches = [key for key in self.node_map if key.startswith(sha)]
+        row = self.table.row(sha)
+        if row is not None:
+            return self.state(row)
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self.table.ids)
+        ordered = self._sorted_ids
+        start = bisect.bisect_left(ordered, sha)
+        matches = []
+        for key in ordered[start:]:
+            if not key.startswith(sha):
+                break
+            matches.append(key)
+            if len(matches) > 5:
+                break
         if len(matches) == 1:
             return self.node_map[matches[0]]
         if matches:
+            total = bisect.bisect_left(ordered, sha + "\uffff") - start if sha else len(ordered)
             raise StateNotFoundError(
-                f"The id prefix {sha!r} matches {len(matches)} states ("
-                + ", ".join(m[:16] for m in sorted(matches)[:5])
+                f"The id prefix {sha!r} matches {total} states ("
+                + ", ".join(m[:16] for m in matches[:5])
                 + "); give more characters.",
                 sha=sha,
             )
-        prefixes = {key[: len(sha)]: key for key in self.node_map}
+        neighbours = ordered[max(start - 3, 0) : start + 3]
+        prefixes = {key[: len(sha)]: key for key in neighbours}
         close = difflib.get_close_matches(sha, list(prefixes), n=3)
         hint = f" Nearest: {', '.join(prefixes[p][:12] for p in close)}." if close else ""
         raise StateNotFoundError(
             f"No state has an id starting with {sha!r} in this experiment "
-            f"({len(self.node_map)} states).{hint}",
+            f"({len(self.table)} states).{hint}",
             sha=sha,
         )
 
     def nodes_at_distance(self, distance: int) -> NodeSet:
-        """States ``distance`` steps below the root (empty if there are none)."""
-        return self._ordered(self.toposort.get(distance, ()))
+        """States ``distance`` steps below their root (empty if there are none)."""
+        depth = self.depth
+        return self._nodeset(row for row in self._rows_in_order() if depth(row) == distance)
 
     def _resolve(self, state: ExperimentState | str) -> ExperimentState:
         if isinstance(state, str):
@@ -289,12 +366,16 @@ class StaticExperimentTree:
         Each element is a slim state; ``element.recipe`` is the recipe (and its parameters)
         that produced it. ``str(lineage)`` reads ``root -> Train(lr=0.1) -> Prune(...)``.
         """
-        path = []
-        cursor: ExperimentState | None = self._resolve(state)
-        while cursor is not None:
-            path.append(cursor)
-            cursor = cursor.dagger.parent
-        return Lineage(reversed(path))
+        start = self._resolve(state)
+        row = self.table.row(start.sha() or "")
+        rows: list[int] = []
+        parent = self.table.parent
+        seen: set[int] = set()
+        while row is not None and row >= 0 and row not in seen:
+            rows.append(row)
+            seen.add(row)
+            row = parent[row]
+        return Lineage(self.state(item) for item in reversed(rows))
 
     def diff(self, a: ExperimentState | str, b: ExperimentState | str) -> LineageDiff:
         """Where the lineages of two states part, and what differs after that."""
@@ -388,7 +469,8 @@ class StaticExperimentTree:
         return render.mimebundle(self)
 
     def __len__(self) -> int:
-        return len(self.node_map)
+        return len(self.table)
 
     def __repr__(self) -> str:
-        return f"StaticExperimentTree({len(self.node_map)} states, depth {len(self.toposort) - 1})"
+        depth = max((self.depth(row) for row in range(len(self.table))), default=-1)
+        return f"StaticExperimentTree({len(self.table)} states, depth {depth})"

@@ -1,47 +1,44 @@
 """The Store protocol: the handful of operations the runner, the loader and the tree use.
 
-Two implementations: :class:`~dagger.store.directory.DirectoryStore` (a folder laid out as in
-DESIGN.md section 4) and :class:`~dagger.store.memory.MemoryStore` (dicts in memory, for tests
-and throwaway experiments). Anything that implements these methods can hold an experiment.
+Two implementations: :class:`~dagger.store.directory.DirectoryStore` (a folder, format 2:
+append-only logs of checksummed entries) and :class:`~dagger.store.memory.MemoryStore` (dicts
+in memory, for tests and throwaway experiments). Anything that implements these methods can hold
+an experiment.
 
 Errors: a store raises only :class:`~dagger.errors.DaggerError` subclasses:
 :class:`~dagger.errors.CorruptStateError` for a state whose files are missing or damaged (it
-has been quarantined), :class:`~dagger.errors.StoreError` for a store that cannot be used
-(no space, no permission), :class:`~dagger.errors.SerializationError` for a state that cannot
-be pickled.
+has been quarantined) or that has no content to load, :class:`~dagger.errors.StoreError` for a
+store that cannot be used (no space, no permission), :class:`~dagger.errors.SerializationError`
+for a state that cannot be pickled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from ..record import AuditNote, ExperimentMeta, Notes, ResultEntry, StateRecord
+from ..record import AuditNote, ExperimentMeta, Notes, ResultEntry, StateRecord, Status
+from .table import ResultSummary, SlimTable
 
-__all__ = ["SlimEntry", "Store", "Survey"]
-
-
-@dataclass
-class Survey:
-    """What a store holds, as one snapshot taken before a run: which states are committed
-    (record and content), which have notes, which failed before."""
-
-    stored: set[str] = field(default_factory=set)
-    notes: set[str] = field(default_factory=set)
-    failures: set[str] = field(default_factory=set)
-    broken: set[str] = field(default_factory=set)
+__all__ = ["Store", "Survey"]
 
 
-@dataclass
-class SlimEntry:
-    """Everything stored about one state except its content."""
+class Survey(Protocol):
+    """What a plan asks a store about its states before a run (one snapshot; a
+    :class:`~dagger.store.table.SlimTable` is one, and so is a store's catalog)."""
 
-    state_id: str
-    record: StateRecord | None = None
-    notes: Notes = field(default_factory=Notes)
-    failure: StateRecord | None = None
-    has_payload: bool = False
+    def status_of(self, state_id: str) -> Status | None:
+        """A state's status, or None if it is not in the store (or was removed)."""
+        ...
+
+    def tags_of(self, state_id: str) -> tuple[str, ...]:
+        """The tags of a state's record and its notes."""
+        ...
+
+    def result_of(self, state_id: str, name: str) -> ResultSummary | None:
+        """``(summary, code identity, failed, inline)`` of a recorded result, or None."""
+        ...
 
 
 class Store(Protocol):
@@ -75,19 +72,35 @@ class Store(Protocol):
     # -- states ------------------------------------------------------------------------------
 
     def survey(self) -> Survey:
-        """Which states are stored, annotated, failed (one snapshot, before a run)."""
+        """What the store holds now, for a plan to check before a run (statuses, tags,
+        result code identities): cheap, whatever the store's size."""
+        ...
+
+    def snapshot(self) -> SlimTable:
+        """Every state's slim facts, in creation order: what a restored tree is made of."""
         ...
 
     def read_record(self, state_id: str) -> StateRecord | None:
-        """A committed state's record, or None."""
+        """A state's record (done, pruned or missing), or None."""
+        ...
+
+    def read_failure(self, state_id: str) -> StateRecord | None:
+        """The record of a state's last failure if it failed after (or without) being
+        stored, else None."""
         ...
 
     def has_record(self, state_id: str) -> bool:
-        """Whether a state is committed now (another process may just have done it)."""
+        """Whether a state is stored with its content now (another process may just have
+        stored it). Called under the state's lock before computing it."""
+        ...
+
+    def check(self, state_ids: Iterable[str]) -> dict[str, str]:
+        """Which of these stored states lack their files at the recorded sizes (a stat each,
+        no reads), with the reason for each. States not stored are left out."""
         ...
 
     def save(self, state_id: str, state: Any, record: StateRecord) -> StateRecord:
-        """Store a state's content, then commit its record.
+        """Store a state's content, then commit its record (the caller holds its lock).
 
         Returns:
             The record now stored: this one, or the first writer's if another process
@@ -95,6 +108,7 @@ class Store(Protocol):
 
         Raises:
             SerializationError: The state cannot be pickled (nothing is left behind).
+            StoreError: The store cannot be written.
         """
         ...
 
@@ -102,21 +116,35 @@ class Store(Protocol):
         """A committed state's content, unpickled.
 
         Raises:
-            CorruptStateError: Its record or content is missing or damaged; it has been
-                quarantined and counts as absent from now on.
+            CorruptStateError: It has no content (absent, failed, pruned), or its content is
+                missing or damaged: it has been quarantined and counts as absent from now on.
         """
         ...
 
     def quarantine(self, state_id: str, reason: str) -> NoReturn:
-        """Move a state's files aside, warn once, and raise CorruptStateError."""
+        """Set a state's content aside as unusable, warn once, and raise CorruptStateError."""
         ...
 
     def write_failure(self, record: StateRecord) -> None:
-        """Record why a state failed (replacing an earlier failure of it)."""
+        """Record why a state failed (the caller holds its lock)."""
         ...
 
     def clear_failure(self, state_id: str) -> None:
         """Forget a failure (the state was computed since)."""
+        ...
+
+    def remove(self, state_ids: Iterable[str], *, descendants: bool = True) -> list[str]:
+        """Remove states (with their subtrees by default); returns the ids removed.
+
+        Raises:
+            StateNotFoundError: An id is not a stored state.
+            ExperimentDefinitionError: ``descendants=False`` and a state has children.
+        """
+        ...
+
+    def prune(self, state_ids: Iterable[str]) -> list[str]:
+        """Drop stored states' content, keeping their records (status ``pruned``); a later
+        run recomputes one when it needs it. Returns the ids pruned."""
         ...
 
     # -- notes and results -------------------------------------------------------------------
@@ -152,6 +180,16 @@ class Store(Protocol):
         """
         ...
 
+    def forget_result(self, state_id: str, name: str, reason: str) -> None:
+        """Record that a state's result ``name`` cannot be loaded (its side payload is missing
+        or damaged): it counts as failed, so the next run computes it again."""
+        ...
+
+    def result_problem(self, entry: ResultEntry) -> str | None:
+        """Why a recorded result's side payload cannot be loaded (checked, not unpickled),
+        or None: a run recomputes a result that has a problem."""
+        ...
+
     # -- concurrency and bulk ------------------------------------------------------------------
 
     def lock(self, state_id: str) -> AbstractContextManager[Any]:
@@ -159,11 +197,11 @@ class Store(Protocol):
         ...
 
     def batch(self) -> AbstractContextManager[Any]:
-        """Group the writes of a run (the index is refreshed once at the end)."""
+        """A run: at its end everything written is made durable (group commit)."""
         ...
 
-    def slim_entries(self) -> dict[str, SlimEntry]:
-        """Every state's record, notes and failure (no content), for a restore."""
+    def flush(self) -> None:
+        """Make everything written so far durable."""
         ...
 
     def worker_spec(self) -> dict[str, Any] | None:

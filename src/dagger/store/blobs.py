@@ -4,6 +4,12 @@ A blob is a file under ``blobs/<h[:2]>/<h>`` named by the SHA-256 of its bytes. 
 several states hold (a parent's weights kept by its children, tied weights, a frozen backbone)
 is stored once. Blobs are raw bytes, read back without unpickling anything and verified
 against their name before use. :mod:`dagger.store.payload` decides which buffers become blobs.
+
+A blob that already exists is reused only after its size matches (and, below
+:data:`VERIFY_LIMIT`, its digest too); a damaged one is rewritten, so a new state is never
+committed on top of bad bytes. With ``durable`` every new blob is fsynced, and
+:meth:`Blobs.sync` fsyncs the folders that got new names, before the record that refers to
+them is written.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import CHUNK, publish, write_temp
+from .files import CHUNK, fsync_dir, hash_file, publish, write_temp
 
-__all__ = ["DEFAULT_THRESHOLD", "BlobError", "Blobs"]
+__all__ = ["DEFAULT_THRESHOLD", "VERIFY_LIMIT", "BlobError", "Blobs"]
 
 DEFAULT_THRESHOLD = 64 * 1024
+#: Existing blobs up to this size are re-hashed before they are reused; larger ones are
+#: checked by size (reading 1 GiB to save writing it would cost as much as writing it).
+VERIFY_LIMIT = 1 << 20
 
 
 class BlobError(Exception):
@@ -46,23 +55,50 @@ class Blobs:
     threshold: int = DEFAULT_THRESHOLD
     use_mmap: bool = True
 
+    def __post_init__(self) -> None:
+        self.unsynced: set[Path] = set()
+
     def path(self, digest: str) -> Path:
         return self.folder / digest[:2] / digest
 
     def put(self, data: memoryview) -> str:
-        """Store bytes (once per distinct content); return their digest."""
+        """Store bytes (once per distinct content); return their digest.
+
+        Raises:
+            OSError: The blob could not be written (no space left, no permission).
+        """
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
-        try:
-            # Already there: refresh its time so that gc's grace period protects it until the
-            # record that now refers to it is written.
-            os.utime(path)
+        if self._reusable(path, digest, data.nbytes):
             return digest
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = path.parent
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self.unsynced.add(self.folder)
         publish(write_temp(path, [data], durable=self.durable), path, replace=True)
+        self.unsynced.add(folder)
         return digest
+
+    def _reusable(self, path: Path, digest: str, nbytes: int) -> bool:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return False
+        if size != nbytes:
+            return False
+        if nbytes <= VERIFY_LIMIT and hash_file(path)[0] != digest:
+            return False
+        # Refresh its time: gc leaves recently used blobs alone while a run is in progress.
+        os.utime(path)
+        return True
+
+    def sync(self) -> None:
+        """fsync the folders that got new blobs (a no-op unless ``durable``)."""
+        if not self.durable:
+            self.unsynced.clear()
+            return
+        while self.unsynced:
+            fsync_dir(self.unsynced.pop())
 
     def read(self, digest: str, nbytes: int) -> memoryview | mmap.mmap:
         """The verified bytes of a blob: a private memory map, or a fresh bytearray.

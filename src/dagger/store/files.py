@@ -28,9 +28,11 @@ __all__ = [
     "hash_file",
     "is_temp",
     "publish",
+    "temp_owner",
     "temp_path",
     "write_atomic",
     "write_temp",
+    "writer_token",
 ]
 
 CHUNK = 1 << 22
@@ -62,6 +64,23 @@ class _TempNames:
 _NAMES = _TempNames()
 
 
+def writer_token() -> str:
+    """This process's writer token (pid and random bits, new after a fork).
+
+    It names the process's log (``log/<token>.log``) and is part of every temporary name it
+    creates, so that ``gc`` can tell a live writer's temporary file from a dead one's.
+    """
+    return _NAMES.token
+
+
+def temp_owner(name: str) -> str | None:
+    """The writer token inside a temporary file's name (None if it is not one of ours)."""
+    if not is_temp(name):
+        return None
+    token, _, counter = name.rpartition(TEMP_MARK)[2].rpartition("-")
+    return token if token and counter.isdigit() else None
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temporary name beside ``path``, unique across processes and threads."""
     return path.with_name(f".{path.name}{TEMP_MARK}{_NAMES.next()}")
@@ -88,7 +107,11 @@ def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
     file is removed before the error propagates.
     """
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    chunks = list(chunks)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise _about(error, path, chunks) from None
     try:
         for chunk in chunks:
             view = memoryview(chunk).cast("B")
@@ -97,12 +120,23 @@ def write_temp(path: Path, chunks: Iterable[Data], *, durable: bool) -> Path:
                 view = view[written:]
         if durable:
             os.fsync(fd)
-    except BaseException:
+    except BaseException as error:
         os.close(fd)
         _unlink_quietly(tmp)
+        if isinstance(error, OSError):
+            raise _about(error, path, chunks) from None
         raise
     os.close(fd)
     return tmp
+
+
+def _about(error: OSError, path: Path, chunks: list[Data]) -> OSError:
+    """The error of a failed write, naming the file meant (not its temporary name) and, as
+    ``error.needed``, how many bytes were being written (for the store's error message)."""
+    if error.filename is None or TEMP_MARK in str(error.filename):
+        error.filename = str(path)
+    error.needed = sum(memoryview(chunk).nbytes for chunk in chunks)  # type: ignore[attr-defined]
+    return error
 
 
 def publish(tmp: Path, path: Path, *, replace: bool) -> bool:

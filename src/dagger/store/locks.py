@@ -9,8 +9,14 @@ lock left by a killed process is recovered by the next process that asks for it.
 descriptor stays open for the life of the process, because closing any descriptor of a file
 drops all of the process's locks on it.
 
-The experiment-wide lock (experiment.json) is a ``filelock.FileLock``; it is taken once per run.
-Where ``fcntl`` does not exist (Windows), state locks are FileLocks too.
+State locks are reentrant within a thread (a state's lock may be taken again while held, say
+to quarantine a state whose load failed while computing it), and a state's byte is locked
+only once however deep the nesting.
+
+The experiment-wide lock (experiment.json, conversion, compaction) is a ``filelock.FileLock``.
+Where ``fcntl`` does not exist (Windows), state locks are FileLocks too. A lock path that is
+not a regular file (replaced by a folder, ``locks/`` replaced by a file) is a
+:class:`~dagger.errors.StoreError` naming it and the fix.
 
 On network filesystems (NFS, SMB, sshfs, ...) locks may be emulated per client or not at all,
 so they cannot be trusted. dagger then says so once and does not lock: concurrent runs may
@@ -28,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
+
+from ..errors import StoreError
 
 try:
     import fcntl
@@ -93,6 +101,23 @@ def locks_trustworthy(directory: Path) -> bool:
     return verdict
 
 
+def _check_lock_path(path: Path) -> None:
+    """Raise a clear StoreError if ``path`` (or its folder) is in the way of a lock file."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(
+            f"`{folder}` is a file, but dagger keeps its lock files in a folder there. Remove "
+            "it (dagger recreates the folder; no stored state is in it) and run again.",
+            path=str(folder),
+        )
+    if path.exists() and not path.is_file():
+        raise StoreError(
+            f"`{path}` is a {'folder' if path.is_dir() else 'special file'}, not dagger's lock "
+            "file. Remove it (dagger recreates it; no stored state is in it) and run again.",
+            path=str(path),
+        )
+
+
 class _RangeLocks:
     """One open descriptor of a folder's ``states.lock`` and this process's thread locks."""
 
@@ -101,19 +126,43 @@ class _RangeLocks:
         self.fd: int | None = None
         self.pid = -1
         self.guard = threading.Lock()
-        self.threads: dict[int, threading.Lock] = {}
+        self.threads: dict[int, threading.RLock] = {}
+        self.depth: dict[int, int] = {}
 
     def descriptor(self) -> int:
         with self.guard:
+            if self.fd is not None and self.pid == os.getpid() and not self._same_file():
+                # states.lock was deleted or replaced: locking the old file would exclude no
+                # process that opens the new one.
+                os.close(self.fd)
+                self.fd = None
             if self.fd is None or self.pid != os.getpid():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                _check_lock_path(self.path)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                    _check_lock_path(self.path)
+                    raise
                 self.pid = os.getpid()
+                self.depth = {}
             return self.fd
 
-    def thread_lock(self, offset: int) -> threading.Lock:
+    def _same_file(self) -> bool:
+        assert self.fd is not None
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self.fd)
+        return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
+
+    def thread_lock(self, offset: int) -> threading.RLock:
         with self.guard:
-            return self.threads.setdefault(offset, threading.Lock())
+            found = self.threads.get(offset)
+            if found is None:
+                found = self.threads[offset] = threading.RLock()
+            return found
 
 
 _RANGES: dict[Path, _RangeLocks] = {}
@@ -137,11 +186,17 @@ def state_lock(locks_dir: Path, state_id: str, *, enabled: bool = True) -> Itera
     offset = int(state_id[:15], 16)  # 60 bits of the id: distinct states, distinct bytes
     with ranges.thread_lock(offset):
         fd = ranges.descriptor()
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+        # The RLock makes this thread the only one touching depth[offset] now.
+        depth = ranges.depth.get(offset, 0)
+        if depth == 0:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+        ranges.depth[offset] = depth + 1
         try:
             yield
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+            ranges.depth[offset] = depth
+            if depth == 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
 
 
 @contextlib.contextmanager
@@ -154,8 +209,20 @@ def experiment_lock(locks_dir: Path, *, enabled: bool = True) -> Iterator[None]:
         yield
 
 
+# One FileLock per path and process: a FileLock counts its own nesting, so the experiment lock
+# can be taken again inside itself (two instances on one path would deadlock each other).
+_FILE_LOCKS: dict[tuple[int, Path], FileLock] = {}
+
+
 @contextlib.contextmanager
 def _file_lock(locks_dir: Path, name: str) -> Iterator[None]:
+    path = locks_dir / f"{name}.lock"
+    _check_lock_path(path)
     locks_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(locks_dir / f"{name}.lock"):
+    key = (os.getpid(), path)
+    with _RANGES_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = FileLock(path)
+    with lock:
         yield

@@ -2,7 +2,9 @@
 
 States are pickled on save and unpickled on load with the same serializer as the directory
 store, so a state loaded from memory is an independent copy, exactly as one loaded from disk.
-Nothing survives the process, and no other process can reach it (no executors).
+What it knows about its states is kept in the same :class:`~dagger.store.catalog.Catalog` as
+the directory store's, so a survey or a restored tree behaves the same. Nothing survives the
+process, and no other process can reach it (no executors).
 """
 
 from __future__ import annotations
@@ -10,14 +12,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
 
-from ..errors import CorruptStateError, NotAnExperimentError
-from ..record import AuditNote, ExperimentMeta, Notes, PayloadInfo, ResultEntry, StateRecord
-from .base import SlimEntry, Survey
+from ..errors import (
+    CorruptStateError,
+    ExperimentDefinitionError,
+    NotAnExperimentError,
+    StateNotFoundError,
+)
+from ..record import (
+    AuditNote,
+    ErrorInfo,
+    ExperimentMeta,
+    Marker,
+    Notes,
+    PayloadInfo,
+    ResultEntry,
+    StateRecord,
+    Status,
+    record_to_wire,
+    wire_refs,
+)
+from .catalog import Catalog
 from .payload import dumps_payload, dumps_state, loads_payload
 from .results import is_plain_json, short_repr
+from .table import SlimTable
 
 __all__ = ["MemoryStore"]
 
@@ -41,6 +61,7 @@ class MemoryStore:
         self.notes: dict[str, Notes] = {}
         self.failures: dict[str, StateRecord] = {}
         self.results: dict[str, bytes] = {}
+        self.catalog = Catalog()
         self.loads = 0
         self.saves = 0
         self._locks: dict[str, threading.RLock] = {}
@@ -72,60 +93,131 @@ class MemoryStore:
             new_roots = [root for root in meta.roots if root not in self.meta.roots]
             if new_roots:
                 self.meta = self.meta.with_roots([*self.meta.roots, *new_roots], meta.created)
+            if not set(meta.identities) <= set(self.meta.identities):
+                self.meta = self.meta.with_identities([*self.meta.identities, *meta.identities])
         return self.meta
 
     # -- states ------------------------------------------------------------------------------
 
-    def survey(self) -> Survey:
-        return Survey(stored=set(self.records), notes=set(self.notes), failures=set(self.failures))
+    def _seq(self) -> int:
+        return self.catalog.max_seq + 1
+
+    def survey(self) -> Catalog:
+        return self.catalog
+
+    def snapshot(self) -> SlimTable:
+        return self.catalog.snapshot(self)
 
     def read_record(self, state_id: str) -> StateRecord | None:
+        row = self.catalog.row_of.get(state_id)
+        if row is None or self.catalog.status(row) is None:
+            return None
         return self.records.get(state_id)
 
+    def read_failure(self, state_id: str) -> StateRecord | None:
+        row = self.catalog.row_of.get(state_id)
+        if row is None or self.catalog.status(row) is not Status.FAILED:
+            return None
+        return self.failures.get(state_id)
+
     def has_record(self, state_id: str) -> bool:
-        return state_id in self.records
+        return self.catalog.committed(state_id)
+
+    def check(self, state_ids: Iterable[str]) -> dict[str, str]:
+        return {
+            state_id: "its payload is missing"
+            for state_id in state_ids
+            if self.catalog.committed(state_id) and state_id not in self.payloads
+        }
 
     def save(self, state_id: str, state: Any, record: StateRecord) -> StateRecord:
         existing = self.records.get(state_id)
-        if existing is not None:
+        if existing is not None and self.catalog.committed(state_id):
             return existing
         data, _, kind = dumps_state(state, None, state_id=state_id)
         self.saves += 1
         self.payloads[state_id] = data
         record = record.with_payload(
             PayloadInfo(f"{state_id}.memory", "", len(data), kind), blobs={}
-        )
+        ).with_seq(self._seq())
         self.records[state_id] = record
+        document, _ = record_to_wire(record)
+        self.catalog.apply_record(record, wire_refs(document), None, -1)
         return record
 
     def load(self, state_id: str, state_class: Any = None, map_location: Any = None) -> Any:
         data = self.payloads.get(state_id)
-        if data is None or state_id not in self.records:
+        if data is None or not self.catalog.committed(state_id):
+            row = self.catalog.row_of.get(state_id)
+            pruned = row is not None and self.catalog.status(row) is Status.PRUNED
+            reason = "was pruned (its payload dropped)" if pruned else "is not in this store"
             raise CorruptStateError(
-                f"State {state_id[:12]} is not in this in-memory store.",
-                state_id=state_id,
-                reason="missing",
+                f"State {state_id[:12]} {reason}.", state_id=state_id, reason=reason
             )
         self.loads += 1
         return loads_payload(data, None, map_location)
 
     def quarantine(self, state_id: str, reason: str) -> NoReturn:
-        self.records.pop(state_id, None)
         self.payloads.pop(state_id, None)
+        if self.catalog.committed(state_id):
+            self.catalog.apply_marker(Marker(state_id, self._seq(), "quarantined", reason))
         logger.warning("State %s is unusable: %s.", state_id[:12], reason)
         raise CorruptStateError(
             f"State {state_id[:12]} is unusable: {reason}.", state_id=state_id, reason=reason
         )
 
     def write_failure(self, record: StateRecord) -> None:
+        record = record.with_seq(self._seq())
         self.failures[record.id] = record
+        document, _ = record_to_wire(record)
+        self.catalog.apply_failure(record, wire_refs(document), None, -1)
 
     def clear_failure(self, state_id: str) -> None:
-        self.failures.pop(state_id, None)
+        """Nothing to do: a record newer than a failure supersedes it."""
+
+    def remove(self, state_ids: Iterable[str], *, descendants: bool = True) -> list[str]:
+        table = self.snapshot()
+        children = table.children()
+        order: list[str] = []
+        for state_id in state_ids:
+            row = table.row(state_id)
+            if row is None:
+                raise StateNotFoundError(
+                    f"State {state_id[:12]} is not in this in-memory store; nothing was removed.",
+                    sha=state_id,
+                )
+            if not descendants and children[row]:
+                raise ExperimentDefinitionError(
+                    f"State {state_id[:12]} has {len(children[row])} child state(s); removing "
+                    "it alone would orphan them. Pass descendants=True to remove its subtree.",
+                    state_id=state_id,
+                )
+            stack = [row]
+            while stack:
+                current = stack.pop()
+                if table.ids[current] not in order:
+                    order.append(table.ids[current])
+                    stack.extend(reversed(children[current]))
+        for state_id in order:
+            self.payloads.pop(state_id, None)
+            self.catalog.apply_marker(Marker(state_id, self._seq(), "removed", "removed"))
+        return order
+
+    def prune(self, state_ids: Iterable[str]) -> list[str]:
+        pruned = []
+        for state_id in dict.fromkeys(state_ids):
+            if self.catalog.committed(state_id):
+                self.payloads.pop(state_id, None)
+                self.catalog.apply_marker(Marker(state_id, self._seq(), "pruned", "pruned"))
+                pruned.append(state_id)
+        return pruned
 
     # -- notes and results -------------------------------------------------------------------
 
     def read_notes(self, state_id: str) -> Notes:
+        row = self.catalog.row_of.get(state_id)
+        if row is None or not self.catalog.notes_visible(row):
+            return Notes()
         return self.notes.get(state_id, Notes())
 
     def update_notes(
@@ -139,6 +231,7 @@ class MemoryStore:
         with self.lock(state_id):
             updated = self.read_notes(state_id).merged(tags, results or {}, audit)
             self.notes[state_id] = updated
+            self.catalog.apply_notes(state_id, self._seq(), updated, None, -1)
         return updated
 
     def store_result(self, state_id: str, name: str, value: Any, code: str) -> ResultEntry:
@@ -169,6 +262,17 @@ class MemoryStore:
             )
         return loads_payload(data, None)
 
+    def forget_result(self, state_id: str, name: str, reason: str) -> None:
+        entry = self.read_notes(state_id).results.get(name)
+        if entry is not None and not entry.failed:
+            failed = ResultEntry(code=entry.code, error=ErrorInfo("CorruptStateError", reason))
+            self.update_notes(state_id, results={name: failed})
+
+    def result_problem(self, entry: ResultEntry) -> str | None:
+        if entry.inline or entry.file in self.results:
+            return None
+        return "its value is missing"
+
     # -- concurrency and bulk ------------------------------------------------------------------
 
     def lock(self, state_id: str) -> contextlib.AbstractContextManager[Any]:
@@ -182,12 +286,5 @@ class MemoryStore:
     def batch(self) -> Iterator[None]:
         yield
 
-    def slim_entries(self) -> dict[str, SlimEntry]:
-        entries: dict[str, SlimEntry] = {}
-        for state_id, record in self.records.items():
-            entries[state_id] = SlimEntry(state_id, record, has_payload=True)
-        for state_id, failure in self.failures.items():
-            entries.setdefault(state_id, SlimEntry(state_id)).failure = failure
-        for state_id, notes in self.notes.items():
-            entries.setdefault(state_id, SlimEntry(state_id)).notes = notes
-        return entries
+    def flush(self) -> None:
+        """Nothing to make durable."""

@@ -1,17 +1,20 @@
-"""File names in ``states/``, listing them, and reading and writing the typed records as files.
+"""File names in a store, format 1's ``states/`` listing, and ``experiment.json`` as a file.
 
-The records' schema lives in :mod:`dagger.record`; this module only knows where each document
-is and how it is read from and written to disk.
+The records' schema lives in :mod:`dagger.record`; this module only knows where each file is
+and how it is read from and written to disk.
 
-Layout of ``states/`` (format version 1)::
+Format 2 (this dagger writes it)::
 
-    <id>.json               the record: how the state was made; written last, never changed
-    <id>.<digest>.pkl       the payload the record points at (immutable, content-named)
-    <id>.notes.json         annotations learned later: tags, Function results (replaced whole)
-    <id>.failed.json        the last failure to compute the state (removed once it succeeds)
-    <id>.<name>.<digest>.res  a Function result that is not JSON (immutable, content-named)
+    experiment.json                  what the folder holds (checksummed)
+    log/<writer>.log                 records, failures, notes, markers (see ``log.py``)
+    payloads/<id>.<digest>.pkl       payloads too large to keep in their log entry
+    results/<sha256>.res             Function results too large to keep in the log
+    blobs/<h[:2]>/<h>                content-addressed buffers (``blobs.py``)
+    index.json                       a snapshot of the catalog, for a fast restore
 
-Names that start with a dot are temporary files and are never read.
+Format 1 (read, and converted on the first run): ``states/`` holds ``<id>.json`` (the record),
+``<id>.<digest>.pkl`` (the payload), ``<id>.notes.json``, ``<id>.failed.json`` and
+``<id>.<name>.<digest>.res``. Names that start with a dot are temporary files, never read.
 """
 
 from __future__ import annotations
@@ -27,19 +30,34 @@ from .files import is_temp, write_atomic
 
 __all__ = [
     "ID_LENGTH",
+    "DamagedMetaError",
     "Listing",
     "failure_name",
     "notes_name",
-    "payload_name",
+    "payload_path",
     "read_experiment",
     "read_json",
     "record_name",
-    "result_name",
+    "result_path",
     "scan",
+    "write_experiment",
     "write_json",
 ]
 
 ID_LENGTH = 64
+
+
+def payload_path(state_id: str, digest: str) -> str:
+    """Where a payload too large for the log is kept, relative to the experiment folder."""
+    return f"payloads/{state_id}.{digest[:32]}.pkl"
+
+
+def result_path(digest: str) -> str:
+    """Where a Function result too large for the log is kept, relative to the folder."""
+    return f"results/{digest}.res"
+
+
+# -- format 1 ------------------------------------------------------------------------------------
 
 
 def record_name(state_id: str) -> str:
@@ -54,18 +72,9 @@ def failure_name(state_id: str) -> str:
     return f"{state_id}.failed.json"
 
 
-def payload_name(state_id: str, digest: str) -> str:
-    return f"{state_id}.{digest[:32]}.pkl"
-
-
-def result_name(state_id: str, name: str, digest: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:64]
-    return f"{state_id}.{safe}.{digest[:32]}.res"
-
-
 @dataclass
 class Listing:
-    """What one read of ``states/`` found, by kind of file."""
+    """What one read of format 1's ``states/`` found, by kind of file."""
 
     records: set[str] = field(default_factory=set)
     payloads: dict[str, list[str]] = field(default_factory=dict)
@@ -74,17 +83,13 @@ class Listing:
     results: list[str] = field(default_factory=list)
     temps: list[str] = field(default_factory=list)
 
-    def has_payload(self, state_id: str, name: str | None = None) -> bool:
-        names = self.payloads.get(state_id, ())
-        return bool(names) if name is None else name in names
-
 
 def scan(states_dir: Path) -> Listing:
     """Sort the names in ``states/`` by kind, with one directory read."""
     listing = Listing()
     try:
         names = os.listdir(states_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return listing
     for name in names:
         if name[0] == "." or len(name) < ID_LENGTH + 5 or name[ID_LENGTH] != ".":
@@ -105,6 +110,9 @@ def scan(states_dir: Path) -> Listing:
     return listing
 
 
+# -- JSON files ----------------------------------------------------------------------------------
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file.
 
@@ -121,16 +129,26 @@ def write_json(path: Path, document: Any, *, durable: bool, replace: bool = True
     return write_atomic(path, dumps(document), durable=durable, replace=replace)
 
 
+class DamagedMetaError(Exception):
+    """Internal: experiment.json exists but cannot be trusted (the store rebuilds it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def read_experiment(directory: Path) -> ExperimentMeta:
     """Read and check ``experiment.json``.
 
     Raises:
-        NotAnExperimentError: The folder has no (readable) experiment.json.
+        NotAnExperimentError: The folder has no experiment.json.
+        DamagedMetaError: It exists but is not valid JSON, fails its checksum, or does not
+            have the shape of one (the caller rebuilds it from the records, or reports it).
         FormatVersionError: It was written in a newer format.
     """
     path = directory / "experiment.json"
     try:
-        meta = read_json(path)
+        document = read_json(path)
     except FileNotFoundError:
         what = "does not exist" if not directory.exists() else "is not a dagger experiment"
         raise NotAnExperimentError(
@@ -138,26 +156,34 @@ def read_experiment(directory: Path) -> ExperimentMeta:
             "Experiment was run in (the `directory=` of `dagger.Experiment`).",
             directory=str(directory),
         ) from None
-    except (OSError, InvalidRecordError) as error:
-        raise NotAnExperimentError(
-            f"`{path}` cannot be read as a dagger experiment ({error}). Pass the folder an "
-            "Experiment was run in.",
-            directory=str(directory),
-        ) from None
-    try:
-        parsed = ExperimentMeta.from_json(meta)
+    except IsADirectoryError:
+        raise DamagedMetaError("it is a folder") from None
     except InvalidRecordError as error:
+        raise DamagedMetaError(str(error)) from None
+    except OSError as error:
         raise NotAnExperimentError(
-            f"`{path}` is not a dagger experiment.json ({error}).",
+            f"`{path}` cannot be read as a dagger experiment ({error.strerror or error}). Pass "
+            "the folder an Experiment was run in.",
             directory=str(directory),
         ) from None
-    if parsed.format > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"`{directory}` was written in dagger store format {parsed.format} (by dagger "
-            f"{parsed.dagger_version or '?'}); this dagger reads format {FORMAT_VERSION} "
-            "and older. Upgrade dagger (`pip install -U dagger`) to read it.",
-            directory=str(directory),
-            found=parsed.format,
-            supported=FORMAT_VERSION,
-        )
-    return parsed
+    if isinstance(document, dict):
+        found = document.get("format")
+        if isinstance(found, int) and found > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"`{directory}` was written in dagger store format {found} (by dagger "
+                f"{document.get('dagger_version') or '?'}); this dagger reads format "
+                f"{FORMAT_VERSION} and older. Upgrade dagger (`pip install -U dagger`) to read "
+                "it.",
+                directory=str(directory),
+                found=found,
+                supported=FORMAT_VERSION,
+            )
+    try:
+        return ExperimentMeta.from_json(document)
+    except InvalidRecordError as error:
+        raise DamagedMetaError(str(error)) from None
+
+
+def write_experiment(directory: Path, meta: ExperimentMeta, *, durable: bool) -> None:
+    """Write ``experiment.json`` atomically (with its checksum)."""
+    write_json(directory / "experiment.json", meta.to_json(), durable=durable)

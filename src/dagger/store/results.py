@@ -7,24 +7,23 @@ its checksum before it is unpickled, and loaded on first access.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..errors import ColumnNotFoundError
+from ..errors import ColumnNotFoundError, CorruptStateError
 from ..record import ErrorInfo, ResultEntry
 
-__all__ = ["Results", "is_plain_json", "short_repr"]
+__all__ = ["Results", "is_plain_json", "short_repr", "summary_entries"]
 
 
 def is_plain_json(value: Any, depth: int = 0) -> bool:
-    """Whether a value is stored inline: JSON types only, finite floats, string keys."""
+    """Whether a value is stored inline: JSON types only (any float), string keys."""
     if depth > 50:
         return False
     if value is None or (isinstance(value, bool | int | str) and type(value) in (bool, int, str)):
         return True
     if type(value) is float:
-        return math.isfinite(value)
+        return True  # NaN and infinities too: records write them as JSON numbers
     if type(value) is list:
         return all(is_plain_json(item, depth + 1) for item in value)
     if type(value) is dict:
@@ -53,17 +52,36 @@ class Results(Mapping[str, Any]):
         entries: The recorded entries, by Function name.
         loader: Loads a side payload's value (``store.load_result``); None where nothing
             can be loaded.
+        resolve: Where ``entries`` are summaries (a restored tree's, built from a store's
+            columns without reading each state's notes), returns the full entries when one
+            is needed (a side value to load, an error's traceback).
+        on_damage: Called with a result's name and the error when its side payload turns out
+            missing or damaged, before the error is raised (the store then records it, so
+            that the next run computes the result again).
     """
 
     def __init__(
         self,
         entries: Mapping[str, ResultEntry],
         loader: Callable[[ResultEntry], Any] | None = None,
+        resolve: Callable[[], Mapping[str, ResultEntry]] | None = None,
+        on_damage: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self._entries = {name: entry for name, entry in entries.items() if not entry.failed}
         self._errors = {name: entry for name, entry in entries.items() if entry.failed}
         self._loader = loader
+        self._resolve = resolve
+        self._on_damage = on_damage
         self._values: dict[str, Any] = {}
+
+    def _full(self) -> None:
+        """Replace summary entries by the full ones (once)."""
+        if self._resolve is None:
+            return
+        entries = self._resolve()
+        self._resolve = None
+        self._entries = {name: entry for name, entry in entries.items() if not entry.failed}
+        self._errors = {name: entry for name, entry in entries.items() if entry.failed}
 
     def __getitem__(self, name: str) -> Any:
         entry = self._entries.get(name)
@@ -78,11 +96,18 @@ class Results(Mapping[str, Any]):
                     "loaded from a store that can read it.",
                     name=name,
                 )
-            self._values[name] = self._loader(entry)
+            self._full()
+            try:
+                self._values[name] = self._loader(self._entries.get(name, entry))
+            except CorruptStateError as error:
+                if self._on_damage is not None:
+                    self._on_damage(name, error)
+                raise
         return self._values[name]
 
     def _missing(self, name: str) -> str:
         if name in self._errors:
+            self._full()
             error = self._errors[name].error
             kind = error.type if error is not None else "an error"
             return (
@@ -110,14 +135,25 @@ class Results(Mapping[str, Any]):
         Raises:
             ColumnNotFoundError: No Function of that name ran on this state.
         """
+        self._full()
         found = self._entries.get(name) or self._errors.get(name)
         if found is None:
             raise ColumnNotFoundError(self._missing(name), name=name)
         return found
 
+    def inline(self, name: str) -> bool:
+        """Whether a result's value is plain JSON, kept in the record (nothing to load).
+
+        Raises:
+            KeyError: No successful result of that name.
+        """
+        return self._entries[name].inline
+
     @property
     def errors(self) -> dict[str, ErrorInfo]:
         """The failures of the Functions that failed on this state, by name."""
+        if self._errors:
+            self._full()
         return {name: entry.error for name, entry in self._errors.items() if entry.error}
 
     def summary(self, name: str) -> Any:
@@ -127,3 +163,18 @@ class Results(Mapping[str, Any]):
     def __repr__(self) -> str:
         inner = ", ".join(f"{name!r}: {self.summary(name)!r}" for name in self._entries)
         return "{" + inner + "}"
+
+
+def summary_entries(summaries: Mapping[str, tuple[Any, str, bool, bool]]) -> dict[str, ResultEntry]:
+    """Entries standing for results known only by their summary (``(summary, code, failed,
+    inline)``, a :data:`~dagger.store.table.ResultSummary`): enough for tables and queries;
+    :class:`Results` fetches the full entries (``resolve``) when more is needed."""
+    entries = {}
+    for name, (summary, code, failed, inline) in summaries.items():
+        if failed:
+            entries[name] = ResultEntry(code=code, error=ErrorInfo("Error", ""))
+        elif inline:
+            entries[name] = ResultEntry(code=code, value=summary)
+        else:
+            entries[name] = ResultEntry(code=code, file="?", repr=summary)
+    return entries

@@ -1,0 +1,601 @@
+"""The catalog: what a store's entries say about each state, merged, in columns.
+
+A store's entries (records, failures, notes, markers; see :mod:`dagger.record`) arrive in any
+order: several logs, read one after the other, and each log read in pieces as it grows. The
+catalog keeps, for each state, the entry of each kind with the highest ``seq``, so applying an
+entry twice, or entries out of order, gives the same result. What the state *is* follows:
+
+* a ``removed`` marker newer than its record and failure hides the state (and its notes);
+* a failure newer than its record: the state is ``failed``;
+* a record: ``done``, unless a newer ``pruned`` or ``quarantined`` marker says that its
+  payload was dropped (``pruned``) or found missing or damaged (``missing``).
+
+Everything is kept in parallel lists indexed by row (one row per id ever mentioned, a parent's
+included), so that 100,000 states cost 100,000 list items per column, not 100,000 objects, and
+a snapshot (:meth:`Catalog.snapshot`) or an index (:meth:`Catalog.to_index`) copies lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..record import Marker, Notes, StateRecord, Status
+from .table import ResultSummary, SlimTable, paused_gc
+
+__all__ = ["NO_LOG", "PAYLOAD_FILE", "PAYLOAD_INLINE", "PAYLOAD_NONE", "Catalog"]
+
+NO_LOG = -1
+PAYLOAD_NONE, PAYLOAD_INLINE, PAYLOAD_FILE = 0, 1, 2
+_MARKS = {"removed": 1, "pruned": 2, "quarantined": 3}
+_REMOVED, _PRUNED, _QUARANTINED = 1, 2, 3
+_EMPTY: dict[str, Any] = {}
+
+# Columns that hold one plain value per row: copied as they are into an index.
+_COLUMNS = (
+    "parent",
+    "root",
+    "rseq",
+    "rlog",
+    "roff",
+    "fseq",
+    "flog",
+    "foff",
+    "nseq",
+    "nlog",
+    "noff",
+    "mseq",
+    "mark",
+    "dseq",
+    "recipe",
+    "params",
+    "rtags",
+    "props",
+    "created",
+    "seconds",
+    "pkind",
+    "psize",
+    "blobs",
+    "ntags",
+    "results",
+)
+
+
+# Integer columns: in an index, a column that mostly holds one value (-1: no failure, no
+# notes, no marker; the one log most entries are in) is stored as that value and the
+# exceptions, which makes the index a third smaller and faster to read.
+_INT_COLUMNS = frozenset(
+    {
+        "parent",
+        "rseq",
+        "rlog",
+        "roff",
+        "fseq",
+        "flog",
+        "foff",
+        "nseq",
+        "nlog",
+        "noff",
+        "mseq",
+        "mark",
+        "dseq",
+        "recipe",
+        "rtags",
+        "props",
+        "pkind",
+        "psize",
+        "blobs",
+        "ntags",
+    }
+)
+
+
+def _packed(column: list[int]) -> Any:
+    if len(column) < 64:
+        return column
+    counts: dict[int, int] = {}
+    for value in column[:: max(1, len(column) // 256)]:  # a sample finds the usual value
+        counts[value] = counts.get(value, 0) + 1
+    usual = max(counts, key=counts.__getitem__)
+    rows = [row for row, value in enumerate(column) if value != usual]
+    if len(rows) * 3 > len(column):
+        return column
+    return {"usual": usual, "rows": rows, "values": [column[row] for row in rows]}
+
+
+def _unpacked(packed: Any, count: int) -> list[int]:
+    if isinstance(packed, list):
+        return packed
+    column = [int(packed["usual"])] * count
+    for row, value in zip(packed["rows"], packed["values"], strict=True):
+        column[row] = value
+    return column
+
+
+class Catalog:
+    """The merged view of a store's entries (see the module docstring).
+
+    Attributes:
+        max_seq: The highest ``seq`` seen: a writer numbers its next entry above it.
+        positions: For each log read, how many of its bytes have been read.
+        damage: ``(log, offset, length, reason)`` of every damaged range met.
+        shared: Shared parts of records, by key.
+        values: ``sha256 -> (log, offset, size)`` of Function results kept in the logs.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self.parent: list[int] = []
+        self.root: list[bool] = []
+        # the latest record, failure and notes entries: seq, log number, offset
+        self.rseq: list[int] = []
+        self.rlog: list[int] = []
+        self.roff: list[int] = []
+        self.fseq: list[int] = []
+        self.flog: list[int] = []
+        self.foff: list[int] = []
+        self.nseq: list[int] = []
+        self.nlog: list[int] = []
+        self.noff: list[int] = []
+        # the latest marker
+        self.mseq: list[int] = []
+        self.mark: list[int] = []
+        self.mreason: dict[int, str] = {}
+        # the description, from the newest of record and failure
+        self.dseq: list[int] = []
+        self.recipe: list[int] = []
+        self.params: list[dict[str, Any]] = []
+        self.rtags: list[int] = []
+        self.props: list[int] = []
+        self.created: list[str] = []
+        self.seconds: list[float | None] = []
+        # the record's payload and blobs
+        self.pkind: list[int] = []
+        self.psize: list[int] = []
+        self.pfile: dict[int, str] = {}
+        self.blobs: list[int] = []
+        # notes
+        self.ntags: list[int] = []
+        self.results: list[dict[str, list[Any]] | None] = []
+        # facts of the notes few states have, by row: the last audit's outcome, the paths a
+        # Function changed (sparse: most states have neither)
+        self.extras: dict[int, dict[str, Any]] = {}
+        # interned values
+        self.recipes: list[tuple[str, str, str]] = []
+        self._recipe_no: dict[tuple[str, str, str], int] = {}
+        self.propsets: list[dict[str, Any]] = []
+        self.prop_keys: list[str] = []
+        self._prop_no: dict[str, int] = {}
+        self.blobsets: list[dict[str, int]] = []
+        self.blob_keys: list[str] = []
+        self._blob_no: dict[str, int] = {}
+        self.tagsets: list[tuple[str, ...]] = [()]
+        self._tagset_no: dict[tuple[str, ...], int] = {(): 0}
+        self.codes: list[str] = []
+        self._code_no: dict[str, int] = {}
+        self.logs: list[str] = []
+        self.log_no: dict[str, int] = {}
+        self.shared: dict[str, Any] = {}
+        self.values: dict[str, tuple[int, int, int]] = {}
+        self.positions: dict[str, int] = {}
+        self.max_seq = 0
+        self.damage: list[tuple[str, int, int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- interning -------------------------------------------------------------------------------
+
+    def log_number(self, name: str | None) -> int:
+        if name is None:
+            return NO_LOG
+        number = self.log_no.get(name)
+        if number is None:
+            number = self.log_no[name] = len(self.logs)
+            self.logs.append(name)
+        return number
+
+    def _tagset(self, tags: tuple[str, ...]) -> int:
+        number = self._tagset_no.get(tags)
+        if number is None:
+            number = self._tagset_no[tags] = len(self.tagsets)
+            self.tagsets.append(tags)
+        return number
+
+    def _code(self, code: str) -> int:
+        number = self._code_no.get(code)
+        if number is None:
+            number = self._code_no[code] = len(self.codes)
+            self.codes.append(code)
+        return number
+
+    def _interned(
+        self,
+        key: str | None,
+        value: Any,
+        items: list[Any],
+        keys: list[str],
+        numbers: dict[str, int],
+    ) -> int:
+        if key is None:
+            return -1
+        number = numbers.get(key)
+        if number is None:
+            number = numbers[key] = len(items)
+            items.append(value)
+            keys.append(key)
+        return number
+
+    def ensure(self, state_id: str) -> int:
+        """The row of a state id, added (empty) if new."""
+        row = self.row_of.get(state_id)
+        if row is not None:
+            return row
+        row = self.row_of[state_id] = len(self.ids)
+        self.ids.append(state_id)
+        for column in (self.parent, self.rlog, self.roff, self.flog, self.foff, self.nlog):
+            column.append(-1)
+        for column in (self.noff, self.rseq, self.fseq, self.nseq, self.mseq, self.dseq):
+            column.append(-1)
+        for column in (self.recipe, self.props, self.blobs):
+            column.append(-1)
+        self.root.append(False)
+        self.mark.append(0)
+        self.params.append(_EMPTY)
+        self.rtags.append(0)
+        self.ntags.append(0)
+        self.created.append("")
+        self.seconds.append(None)
+        self.pkind.append(PAYLOAD_NONE)
+        self.psize.append(0)
+        self.results.append(None)
+        return row
+
+    # -- applying entries ------------------------------------------------------------------------
+
+    def _seen(self, seq: int) -> None:
+        if seq > self.max_seq:
+            self.max_seq = seq
+
+    def apply_record(
+        self, record: StateRecord, refs: Mapping[str, str], log: str | None, offset: int
+    ) -> bool:
+        """Take a state's record entry (if it is newer than the one known). Returns whether
+        it was taken."""
+        self._seen(record.seq)
+        row = self.ensure(record.id)
+        if record.seq <= self.rseq[row]:
+            return False
+        self.rseq[row] = record.seq
+        self.rlog[row] = self.log_number(log)
+        self.roff[row] = offset
+        if record.seq > self.dseq[row]:
+            self._describe(row, record, refs)
+        info = record.payload
+        self.pfile.pop(row, None)
+        if info is None:
+            self.pkind[row], self.psize[row] = PAYLOAD_NONE, 0
+        elif info.inline:
+            self.pkind[row], self.psize[row] = PAYLOAD_INLINE, info.size
+        else:
+            self.pkind[row], self.psize[row] = PAYLOAD_FILE, info.size
+            self.pfile[row] = info.file
+        self.blobs[row] = self._interned(
+            refs.get("blobs"), record.blobs, self.blobsets, self.blob_keys, self._blob_no
+        )
+        return True
+
+    def apply_failure(
+        self, record: StateRecord, refs: Mapping[str, str], log: str | None, offset: int
+    ) -> bool:
+        """Take a state's failure entry (if newer). Returns whether it was taken."""
+        self._seen(record.seq)
+        row = self.ensure(record.id)
+        if record.seq <= self.fseq[row]:
+            return False
+        self.fseq[row] = record.seq
+        self.flog[row] = self.log_number(log)
+        self.foff[row] = offset
+        if record.seq > self.dseq[row]:
+            self._describe(row, record, refs)
+        return True
+
+    def _describe(self, row: int, record: StateRecord, refs: Mapping[str, str]) -> None:
+        self.dseq[row] = record.seq
+        parent = record.parent
+        self.parent[row] = self.ensure(parent) if parent is not None else -1
+        self.root[row] = record.root
+        recipe = record.recipe
+        if recipe is None:
+            self.recipe[row], self.params[row] = -1, _EMPTY
+        else:
+            identity = (recipe.name, recipe.module, recipe.code)
+            number = self._recipe_no.get(identity)
+            if number is None:
+                number = self._recipe_no[identity] = len(self.recipes)
+                self.recipes.append(identity)
+            self.recipe[row], self.params[row] = number, recipe.params
+        self.rtags[row] = self._tagset(tuple(record.tags))
+        self.created[row] = record.created
+        self.seconds[row] = record.seconds
+        if not record.failed or self.props[row] < 0:
+            self.props[row] = self._interned(
+                refs.get("properties"),
+                record.properties,
+                self.propsets,
+                self.prop_keys,
+                self._prop_no,
+            )
+
+    def apply_notes(
+        self, state_id: str, seq: int, notes: Notes, log: str | None, offset: int
+    ) -> bool:
+        """Take a state's notes entry (if newer). Returns whether it was taken."""
+        self._seen(seq)
+        row = self.ensure(state_id)
+        if seq <= self.nseq[row]:
+            return False
+        self.nseq[row], self.nlog[row], self.noff[row] = seq, self.log_number(log), offset
+        self.ntags[row] = self._tagset(tuple(notes.tags))
+        self.results[row] = {
+            name: [entry.summary(), self._code(entry.code), entry.failed, entry.inline]
+            for name, entry in notes.results.items()
+        } or None
+        extra: dict[str, Any] = {}
+        mutated = {
+            name: list(entry.mutated) for name, entry in notes.results.items() if entry.mutated
+        }
+        if mutated:
+            extra["mutated"] = mutated
+        if notes.audit is not None:
+            extra["audit"] = notes.audit.outcome
+        if extra:
+            self.extras[row] = extra
+        else:
+            self.extras.pop(row, None)
+        return True
+
+    def apply_marker(self, marker: Marker) -> bool:
+        """Take a marker (if newer than the state's last one). Returns whether it was taken."""
+        self._seen(marker.seq)
+        row = self.ensure(marker.state_id)
+        if marker.seq <= self.mseq[row]:
+            return False
+        self.mseq[row], self.mark[row] = marker.seq, _MARKS[marker.kind]
+        if marker.reason:
+            self.mreason[row] = marker.reason
+        else:
+            self.mreason.pop(row, None)
+        return True
+
+    def add_part(self, key: str, part: Any) -> None:
+        self.shared.setdefault(key, part)
+
+    def add_value(self, digest: str, log: str, offset: int, size: int) -> None:
+        self.values.setdefault(digest, (self.log_number(log), offset, size))
+
+    # -- what a state is -------------------------------------------------------------------------
+
+    def status(self, row: int) -> Status | None:
+        """What the entries say the state of a row is; None if it is not a visible state."""
+        rseq, fseq, mseq, mark = self.rseq[row], self.fseq[row], self.mseq[row], self.mark[row]
+        if rseq < 0 and fseq < 0:
+            return None
+        if mark == _REMOVED and mseq > rseq and mseq > fseq:
+            return None
+        if fseq > rseq:
+            return Status.FAILED
+        if mseq > rseq:
+            if mark == _PRUNED:
+                return Status.PRUNED
+            if mark == _QUARANTINED:
+                return Status.MISSING
+        return Status.DONE
+
+    # -- the Survey a plan reads (see dagger.store.base.Survey) ---------------------------------
+
+    def status_of(self, state_id: str) -> Status | None:
+        row = self.row_of.get(state_id)
+        return None if row is None else self.status(row)
+
+    def tags_of(self, state_id: str) -> tuple[str, ...]:
+        row = self.row_of.get(state_id)
+        return () if row is None else self.tags(row)
+
+    def result_of(self, state_id: str, name: str) -> ResultSummary | None:
+        row = self.row_of.get(state_id)
+        if row is None:
+            return None
+        results = self.results[row]
+        if results is None or not self.notes_visible(row):
+            return None
+        found = results.get(name)
+        if found is None:
+            return None
+        return (found[0], self.codes[found[1]], found[2], found[3])
+
+    def committed(self, state_id: str) -> bool:
+        """Whether the entries say the state is stored with its content (``done``)."""
+        row = self.row_of.get(state_id)
+        return row is not None and self.status(row) is Status.DONE
+
+    def notes_visible(self, row: int) -> bool:
+        """Whether the row's notes still count (not older than its removal)."""
+        if self.nseq[row] < 0:
+            return False
+        return not (self.mark[row] == _REMOVED and self.mseq[row] > self.nseq[row])
+
+    def tags(self, row: int) -> tuple[str, ...]:
+        tags = self.tagsets[self.rtags[row]]
+        if not self.notes_visible(row):
+            return tags
+        gained = self.tagsets[self.ntags[row]]
+        if not gained:
+            return tags
+        return tags + tuple(tag for tag in gained if tag not in tags)
+
+    def result_summaries(self, row: int) -> dict[str, ResultSummary] | None:
+        results = self.results[row]
+        if results is None or not self.notes_visible(row):
+            return None
+        codes = self.codes
+        return {name: (v[0], codes[v[1]], v[2], v[3]) for name, v in results.items()}
+
+    def blob_refs(self, row: int) -> dict[str, int]:
+        number = self.blobs[row]
+        return self.blobsets[number] if number >= 0 else {}
+
+    def marker_reason(self, row: int) -> str:
+        """Why the row's last marker was written (empty if it has none, or none was said)."""
+        return self.mreason.get(row, "")
+
+    def payload_file(self, row: int) -> str | None:
+        return self.pfile.get(row)
+
+    def visible_rows(self) -> list[int]:
+        """Rows of visible states, in creation order (seq, then id)."""
+        status = self.status
+        rows = [row for row in range(len(self.ids)) if status(row) is not None]
+        dseq, ids = self.dseq, self.ids
+        rows.sort(key=lambda row: (dseq[row], ids[row]))
+        return rows
+
+    def snapshot(self, reader: Any, file_present: Callable[[str], bool] | None = None) -> SlimTable:
+        """A :class:`SlimTable` of the visible states.
+
+        Args:
+            reader: What the table reads full records and notes through (the store).
+            file_present: Whether a payload file exists (states whose file is absent show as
+                ``missing``); None skips the check.
+        """
+        with paused_gc():
+            return self._snapshot(reader, file_present)
+
+    def _snapshot(self, reader: Any, file_present: Callable[[str], bool] | None) -> SlimTable:
+        status_of = self.status
+        found = [(row, status) for row in range(len(self.ids)) if (status := status_of(row))]
+        dseq, ids = self.dseq, self.ids
+        found.sort(key=lambda item: (dseq[item[0]], ids[item[0]]))
+        rows = [row for row, _ in found]
+        position = {row: index for index, row in enumerate(rows)}
+        table = SlimTable(reader=reader)
+        table.ids = [self.ids[row] for row in rows]
+        table.parent = [position.get(self.parent[row], -1) for row in rows]
+        ids = self.ids
+        table.parent_id = [ids[p] if (p := self.parent[row]) >= 0 else None for row in rows]
+        table.root = [self.root[row] for row in rows]
+        table.seq = [self.dseq[row] for row in rows]
+        statuses = []
+        for row, status in found:
+            if (
+                status is Status.DONE
+                and file_present is not None
+                and row in self.pfile
+                and not file_present(self.pfile[row])
+            ):
+                status = Status.MISSING
+            statuses.append(status)
+        table.status = statuses
+        table.recipe = [self.recipe[row] for row in rows]
+        table.recipes = list(self.recipes)
+        table.params = [self.params[row] for row in rows]
+        table.tags = [self.tags(row) for row in rows]
+        propsets = self.propsets
+        table.properties = [propsets[p] if (p := self.props[row]) >= 0 else _EMPTY for row in rows]
+        table.seconds = [self.seconds[row] for row in rows]
+        table.created = [self.created[row] for row in rows]
+        table.results = [self.result_summaries(row) for row in rows]
+        table.extras = {
+            position[row]: extra
+            for row, extra in self.extras.items()
+            if row in position and self.notes_visible(row)
+        }
+        return table
+
+    # -- the index -------------------------------------------------------------------------------
+
+    def to_index(self) -> dict[str, Any]:
+        """Everything in the catalog as plain JSON (see :mod:`dagger.store.index`)."""
+        document: dict[str, Any] = {
+            name: _packed(getattr(self, name)) if name in _INT_COLUMNS else getattr(self, name)
+            for name in _COLUMNS
+        }
+        document.update(
+            ids="".join(self.ids),
+            pfile={str(row): path for row, path in self.pfile.items()},
+            mreason={str(row): reason for row, reason in self.mreason.items()},
+            extras={str(row): extra for row, extra in self.extras.items()},
+            recipes=[list(item) for item in self.recipes],
+            propsets=self.prop_keys,
+            blobsets=self.blob_keys,
+            tagsets=[list(tags) for tags in self.tagsets],
+            codes=self.codes,
+            logs=self.logs,
+            shared=self.shared,
+            values={key: list(value) for key, value in self.values.items()},
+            positions=self.positions,
+            max_seq=self.max_seq,
+            damage=[list(item) for item in self.damage],
+        )
+        return document
+
+    @classmethod
+    def from_index(cls, document: Mapping[str, Any]) -> Catalog:
+        """A catalog from :meth:`to_index`'s JSON (see :meth:`_from_index`)."""
+        with paused_gc():
+            return cls._from_index(document)
+
+    @classmethod
+    def _from_index(cls, document: Mapping[str, Any]) -> Catalog:
+        """A catalog from :meth:`to_index`'s JSON.
+
+        Raises:
+            KeyError, TypeError, ValueError: The document is not a complete index (the
+                caller rebuilds the catalog from the logs instead).
+        """
+        catalog = cls()
+        joined = document["ids"]
+        if not isinstance(joined, str) or len(joined) % 64:
+            raise ValueError("index ids")
+        ids = [joined[index : index + 64] for index in range(0, len(joined), 64)]
+        count = len(ids)
+        for name in _COLUMNS:
+            column = document[name]
+            if name in _INT_COLUMNS:
+                column = _unpacked(column, count)
+            if not isinstance(column, list) or len(column) != count:
+                raise ValueError(f"index column {name}")
+            setattr(catalog, name, column)
+        catalog.ids = ids
+        catalog.row_of = dict(zip(ids, range(count), strict=True))
+        if len(catalog.row_of) != count:
+            raise ValueError("index ids repeat")
+        catalog.pfile = {int(row): path for row, path in document["pfile"].items()}
+        catalog.mreason = {int(row): str(text) for row, text in document["mreason"].items()}
+        catalog.extras = {int(row): dict(extra) for row, extra in document["extras"].items()}
+        catalog.recipes = [(str(a), str(b), str(c)) for a, b, c in document["recipes"]]
+        catalog._recipe_no = {item: number for number, item in enumerate(catalog.recipes)}
+        shared = document["shared"]
+        if not isinstance(shared, dict):
+            raise ValueError("index shared")
+        catalog.shared = shared
+        catalog.prop_keys = list(document["propsets"])
+        catalog.propsets = [shared[key] for key in catalog.prop_keys]
+        catalog._prop_no = {key: number for number, key in enumerate(catalog.prop_keys)}
+        catalog.blob_keys = list(document["blobsets"])
+        catalog.blobsets = [shared[key] for key in catalog.blob_keys]
+        catalog._blob_no = {key: number for number, key in enumerate(catalog.blob_keys)}
+        catalog.tagsets = [tuple(tags) for tags in document["tagsets"]]
+        catalog._tagset_no = {tags: number for number, tags in enumerate(catalog.tagsets)}
+        catalog.codes = list(document["codes"])
+        catalog._code_no = {code: number for number, code in enumerate(catalog.codes)}
+        catalog.logs = list(document["logs"])
+        catalog.log_no = {name: number for number, name in enumerate(catalog.logs)}
+        catalog.values = {
+            str(key): (int(a), int(b), int(c)) for key, (a, b, c) in document["values"].items()
+        }
+        catalog.positions = {str(name): int(size) for name, size in document["positions"].items()}
+        catalog.max_seq = int(document["max_seq"])
+        catalog.damage = [(str(a), int(b), int(c), str(d)) for a, b, c, d in document["damage"]]
+        return catalog
