@@ -37,6 +37,7 @@ __all__ = [
     "explain_record",
     "explain_root",
     "ingredients_of",
+    "kept_digests",
     "value_digest",
 ]
 
@@ -273,12 +274,23 @@ def ingredients_of(
             that the JSON view of the value does not give back.
     """
     manifest = () if code.startswith("version:") else _manifest_json(code_identity(cls, base))
+    return Ingredients(cls.__qualname__, code, manifest, kept_digests(values, root=root))
+
+
+# Values whose JSON view is the value itself: their digest is always the view's.
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def kept_digests(values: Mapping[str, Any], *, root: bool) -> dict[str, str]:
+    """The value digests a record keeps (see :class:`~dagger.record.Ingredients`)."""
     digests: dict[str, str] = {}
     for key, value in values.items():
+        if not root and type(value) in _PLAIN:
+            continue
         exact = value_digest(value)
         if root or exact != value_digest(jsonable(value)):
             digests[key] = exact
-    return Ingredients(cls.__qualname__, code, manifest, digests)
+    return digests
 
 
 def explain_record(record: StateRecord) -> Explanation:

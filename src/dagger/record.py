@@ -21,7 +21,10 @@ module and code; the state class and dagger version; the PROPERTIES values; the 
 *shared parts*: stored once, as their own entry, under a key that is a hash of their content
 (:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
 (an environment) joins :data:`SHARED_FIELDS` and costs one key per state. The code manifest of
-:class:`Ingredients` is one: one part per distinct code identity, not per state.
+:class:`Ingredients` is the same for every state of one recipe class and code identity, as the
+recipe part is: it is kept inside the recipe part (no key per state at all); a root's, in a
+``manifest`` part of its own. Per state, only the few digests a value's JSON view cannot give
+back are written (``digests``, usually absent).
 
 Every entry about a state carries ``seq``: a number larger than that of every entry the writer
 had seen when it wrote it (it writes under the state's lock, after reading everything about the
@@ -941,11 +944,17 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
     }
     if record.root != (record.parent is None):
         document["root"] = record.root
+    ingredients = record.ingredients
     if record.recipe is not None:
         recipe = record.recipe
-        document["recipe"] = share(
-            {"class": recipe.name, "module": recipe.module, "code": recipe.code}
-        )
+        if ingredients is not None:
+            key, part = _recipe_part(recipe, ingredients)
+            parts[key] = part
+            document["recipe"] = key
+        else:
+            document["recipe"] = share(
+                {"class": recipe.name, "module": recipe.module, "code": recipe.code}
+            )
         document["params"] = recipe.params
     if record.tags:
         document["tags"] = list(record.tags)
@@ -961,10 +970,11 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
         document["arguments"] = record.arguments
     if record.blobs:
         document["blobs"] = share(record.blobs)
-    if record.ingredients is not None:
-        document["manifest"] = share(record.ingredients.shared_part())
-        if record.ingredients.digests:
-            document["digests"] = record.ingredients.digests
+    if ingredients is not None:
+        if record.recipe is None:  # a root: its state class's manifest, in a part of its own
+            document["manifest"] = share(ingredients.shared_part())
+        if ingredients.digests:
+            document["digests"] = ingredients.digests
     if record.payload is not None:
         info = record.payload
         payload: dict[str, Any] = {"size": info.size, "format": info.format}
@@ -972,6 +982,32 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
             payload.update(file=info.file, sha256=info.sha256)
         document["payload"] = payload
     return document, parts
+
+
+# (recipe name, module, code, id(manifest)) -> (manifest, key, part): the recipe part with its
+# manifest is the same for every state of one recipe class and code, and its key (a hash of
+# its JSON, which a manifest makes long) is worked out once per run rather than per state.
+# Bounded; it holds JSON values only.
+_RECIPE_PARTS: dict[tuple[str, str, str, int], tuple[Any, str, dict[str, Any]]] = {}
+_RECIPE_PARTS_KEPT = 256
+
+
+def _recipe_part(recipe: RecipeInfo, ingredients: Ingredients) -> tuple[str, dict[str, Any]]:
+    memo = (recipe.name, recipe.module, recipe.code, id(ingredients.manifest))
+    cached = _RECIPE_PARTS.get(memo)
+    if cached is not None and cached[0] is ingredients.manifest:
+        return cached[1], cached[2]
+    part = {
+        "class": recipe.name,
+        "module": recipe.module,
+        "code": recipe.code,
+        "manifest": list(ingredients.manifest),
+    }
+    key = shared_key(part)
+    if len(_RECIPE_PARTS) >= _RECIPE_PARTS_KEPT:
+        _RECIPE_PARTS.clear()
+    _RECIPE_PARTS[memo] = (ingredients.manifest, key, part)
+    return key, part
 
 
 def wire_refs(document: Mapping[str, Any]) -> dict[str, str]:
@@ -1038,12 +1074,16 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
     if arguments is not None:
         _expect(arguments, dict, "record `arguments`")
     seconds = _field(document, "seconds", (int, float, type(None)), what, None)
-    manifest = part("manifest", dict)
-    ingredients = (
-        Ingredients.from_json(manifest, document.get("digests") or {})
-        if manifest is not None
-        else None
-    )
+    digests = document.get("digests") or {}
+    manifest = part("manifest", dict)  # a root's
+    ingredients = None
+    if manifest is not None:
+        ingredients = Ingredients.from_json(manifest, digests)
+    elif recipe is not None and recipe_part is not None and "manifest" in recipe_part:
+        ingredients = Ingredients.from_json(
+            {"name": recipe.name, "code": recipe.code, "manifest": recipe_part["manifest"]},
+            digests,
+        )
     return StateRecord(
         id=state_id,
         parent=parent,

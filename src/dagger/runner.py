@@ -47,7 +47,7 @@ from ._names import class_path, short_id
 from ._version import __version__
 from .digest import StateDigest, digest_changes, state_digest
 from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
-from .explain import Explanation, explain_record, ingredients_of
+from .explain import Explanation, explain_record, ingredients_of, kept_digests
 from .identity import state_code_identity
 from .loading import damage_noter, load_state, new_root
 from .plan import PlanNode, count
@@ -474,6 +474,8 @@ class Runner:
         #: (id, recipe, seconds) of each state this runner computed, for a coordinator's log.
         self.computed_lines: list[tuple[str, str, float]] = []
         self.check_read_only = check_read_only
+        #: Code manifests by (recipe class, code identity), for the records of this run.
+        self._manifests: dict[tuple[type, str], tuple[dict[str, str], ...]] = {}
 
     # -- the run as a whole ----------------------------------------------------------------------
 
@@ -582,10 +584,23 @@ class Runner:
                     state_class.identity_arguments(node.arguments or {}),
                     root=True,
                 )
-            recipe = node.recipe
-            _, code, properties = recipe.identity()
-            base = Function if isinstance(recipe, Function) else Recipe
-            return ingredients_of(type(recipe), base, code, properties, root=False)
+            recipe, info = node.recipe, node.info
+            assert info is not None  # a recipe's node always has its RecipeInfo
+            properties = recipe.properties()
+            # One manifest per recipe class and code for the whole run: the code cannot change
+            # while it runs, so fingerprint's validity checks need not run for every state.
+            manifest = self._manifests.get((type(recipe), info.code))
+            if manifest is None:
+                base = Function if isinstance(recipe, Function) else Recipe
+                made = ingredients_of(type(recipe), base, info.code, properties, root=False)
+                self._manifests[(type(recipe), info.code)] = made.manifest
+                return made
+            return Ingredients(
+                type(recipe).__qualname__,
+                info.code,
+                manifest,
+                kept_digests(properties, root=False),
+            )
         except Exception as error:  # the state is fine; only its explanation is lost
             logger.warning(
                 "State %s: what its id is made of could not be recorded (%s: %s); "
