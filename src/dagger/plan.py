@@ -19,7 +19,21 @@ from .record import RecipeInfo, Status
 from .store import Store
 from .store.table import paused_gc
 
-__all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
+__all__ = [
+    "SIBLINGS_COMPARED",
+    "PlanNode",
+    "build",
+    "count",
+    "from_wire",
+    "segment",
+    "survey",
+    "to_wire",
+]
+
+
+#: How many stored siblings a state to compute is compared with, at most: the newest of each
+#: recipe code identity, newest first (what a run says when it computes a state again).
+SIBLINGS_COMPARED = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -221,7 +235,9 @@ def _find_siblings(order: list[PlanNode], table: Any) -> None:
     ]
     if not computing:
         return
-    found = table.latest_children({node.parent.sha for node in computing if node.parent})
+    found = table.latest_children(
+        {node.parent.sha for node in computing if node.parent}, SIBLINGS_COMPARED
+    )
     if not found:
         return
     for node in computing:

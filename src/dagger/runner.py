@@ -292,10 +292,6 @@ class Recompute:
         )
 
 
-# How many stored siblings a state to compute is compared with (the newest of each code).
-RECOMPUTE_CANDIDATES = 3
-
-
 @dataclass
 class RunReport:
     """What a run did.
@@ -532,7 +528,7 @@ class Runner:
         and the closest stored sibling (same parent, same recipe class).
 
         Only states to compute are looked at, each against at most
-        :data:`RECOMPUTE_CANDIDATES` siblings (whose records are read once per run): linear
+        :data:`dagger.plan.SIBLINGS_COMPARED` siblings (whose records are read once per run): linear
         in the states computed, whatever the number of stored siblings. Changed code or
         globals log a warning; a new parameter value (a new point of a sweep) logs at INFO.
         """
