@@ -336,3 +336,24 @@ def test_a_sibling_stored_without_ingredients_is_compared_by_its_record(memory):
         "parameter amount 1 -> 2",
         "code of Add changed (the stored state's was not recorded)",
     ]
+
+
+def test_a_root_whose_manifest_part_is_gone_still_reads(memory):
+    """A root's manifest is a shared part of its own; a store collected by a dagger that did
+    not know that field loses it. The record must still read (the state is usable) and
+    explain as not recorded."""
+    from helpers import CounterState
+
+    from dagger.explain import explain_record
+    from dagger.record import record_from_wire, record_to_wire
+
+    exp = dg.Experiment(memory, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    exp.run(progress=False)
+    record = memory.read_record(root.sha())
+    document, parts = record_to_wire(record)
+    assert record_from_wire(document, parts).ingredients == record.ingredients
+    del parts[document["manifest"]]
+    damaged = record_from_wire(document, parts)
+    assert damaged.ingredients is None and damaged.arguments == {"start": 1}
+    assert explain_record(damaged).recorded is False

@@ -1075,9 +1075,13 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
         _expect(arguments, dict, "record `arguments`")
     seconds = _field(document, "seconds", (int, float, type(None)), what, None)
     digests = document.get("digests") or {}
-    manifest = part("manifest", dict)  # a root's
+    # A root's manifest part. Unlike the others it is not needed to use the state: one that is
+    # gone (collected by a dagger that did not know the field) makes it explain as "not
+    # recorded" rather than making the record unreadable.
+    manifest_key = document.get("manifest")
+    manifest = parts.get(manifest_key) if isinstance(manifest_key, str) else None
     ingredients = None
-    if manifest is not None:
+    if isinstance(manifest, dict):
         ingredients = Ingredients.from_json(manifest, digests)
     elif recipe is not None and recipe_part is not None and "manifest" in recipe_part:
         ingredients = Ingredients.from_json(
