@@ -13,6 +13,8 @@
                                                  a sortable table and plots
     dagger failures DIR [--id PREFIX]            every failed state and Function, with its
                                                  full traceback
+    dagger explain DIR ID                        what a stored state's id was made of: recipe,
+                                                 parameters, code, what the code read
     dagger verify DIR                            check every record, payload and blob against
                                                  its checksum, and every state's parent
     dagger gc DIR [--dry-run] [--repair]         remove blobs and files that nothing refers to
@@ -107,6 +109,12 @@ def _failures(args: argparse.Namespace) -> int:
                 print()
     if not shown:
         print("no failures recorded")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """What a stored state's id was made of (ID: the id or a unique prefix of it)."""
+    print(_tree(args.directory).node(args.id).dagger.explain())
     return 0
 
 
@@ -458,6 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     failing.add_argument("directory", metavar="DIR")
     failing.add_argument("--id", metavar="PREFIX", help="only the state with this id (prefix)")
     failing.set_defaults(handler=_failures)
+
+    explaining = commands.add_parser(
+        "explain",
+        help="print what a stored state's id was made of: recipe, parameters, code it read",
+    )
+    explaining.add_argument("directory", metavar="DIR")
+    explaining.add_argument("id", metavar="ID", help="the state's id or a unique prefix of it")
+    explaining.set_defaults(handler=_explain)
 
     check = commands.add_parser(
         "verify",

@@ -19,7 +19,21 @@ from .record import RecipeInfo, Status
 from .store import Store
 from .store.table import paused_gc
 
-__all__ = ["PlanNode", "build", "count", "from_wire", "segment", "survey", "to_wire"]
+__all__ = [
+    "SIBLINGS_COMPARED",
+    "PlanNode",
+    "build",
+    "count",
+    "from_wire",
+    "segment",
+    "survey",
+    "to_wire",
+]
+
+
+#: How many stored siblings a state to compute is compared with, at most: the newest of each
+#: recipe code identity, newest first (what a run says when it computes a state again).
+SIBLINGS_COMPARED = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -45,6 +59,9 @@ class PlanNode:
         work: Whether anything in its subtree must be done.
         consumers: How many children will take its state in memory (plus one if kept).
         keep: Whether the caller wants the state back (``promise.get()``).
+        siblings: For a state to compute: stored children of its parent made by the same
+            recipe class (the newest of each code identity, newest first), to say what
+            differs from them (filled by :func:`survey`).
     """
 
     sha: str
@@ -64,6 +81,7 @@ class PlanNode:
     consumers: int = 0
     keep: bool = False
     promise: Any = field(default=None, repr=False)
+    siblings: tuple[str, ...] = ()
 
     @property
     def info(self) -> RecipeInfo | None:
@@ -194,6 +212,7 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
         for node in order:
             if node.sha in problems:
                 node.stored = False
+    _find_siblings(order, table)
     for node in reversed(order):  # children before parents
         node.consumers = sum(1 for child in node.children if not child.stored) + int(node.keep)
         node.work = (
@@ -204,6 +223,27 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
             or any(child.work for child in node.children)
         )
     return failed
+
+
+def _find_siblings(order: list[PlanNode], table: Any) -> None:
+    """Give each state to compute the stored siblings it could have been (same parent, same
+    recipe class). Nothing is read when nothing is to be computed (a cached rerun)."""
+    computing = [
+        node
+        for node in order
+        if not node.stored and node.parent is not None and node.recipe is not None
+    ]
+    if not computing:
+        return
+    found = table.latest_children(
+        {node.parent.sha for node in computing if node.parent}, SIBLINGS_COMPARED
+    )
+    if not found:
+        return
+    for node in computing:
+        assert node.parent is not None
+        ids = found.get((node.parent.sha, type(node.recipe).__qualname__), ())
+        node.siblings = tuple(state_id for state_id in ids if state_id != node.sha)
 
 
 def _result_damaged(store: Store, sha: str, name: str) -> bool:

@@ -9,6 +9,9 @@ place that knows their JSON keys. Everyone else passes these objects around.
     ResultEntry       one recorded Function result inside Notes
     AuditNote         the outcome of the last audit of a state, inside Notes
     ExperimentMeta    experiment.json: format, roots, state class, versions (checksummed)
+    Ingredients       what a state's id was made of beyond the record's other fields: the
+                      class, its code identity's manifest, and the digests of identity values
+                      that their JSON view does not determine (``dagger explain``)
 
 Two JSON forms exist. The *document* form (``to_json``/``from_json``) is format 1's: one
 self-contained file per record (``states/<id>.json``), still read to open old stores. The *wire*
@@ -17,7 +20,11 @@ in a store's log. In the wire form the parts that repeat across many states (the
 module and code; the state class and dagger version; the PROPERTIES values; the blob list) are
 *shared parts*: stored once, as their own entry, under a key that is a hash of their content
 (:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
-(an identity manifest, an environment) joins :data:`SHARED_FIELDS` and costs one key per state.
+(an environment) joins :data:`SHARED_FIELDS` and costs one key per state. The code manifest of
+:class:`Ingredients` is the same for every state of one recipe class and code identity, as the
+recipe part is: it is kept inside the recipe part (no key per state at all); a root's, in a
+``manifest`` part of its own. Per state, only the few digests a value's JSON view cannot give
+back are written (``digests``, usually absent).
 
 Every entry about a state carries ``seq``: a number larger than that of every entry the writer
 had seen when it wrote it (it writes under the state's lock, after reading everything about the
@@ -53,6 +60,7 @@ __all__ = [
     "AuditNote",
     "ErrorInfo",
     "ExperimentMeta",
+    "Ingredients",
     "InvalidRecordError",
     "Marker",
     "Notes",
@@ -349,6 +357,66 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Ingredients:
+    """What a state's id was made of, beyond what the rest of its record holds (issue 10).
+
+    The parent's id, the recipe's parameters (or a root's arguments) are in the record already;
+    this adds the class and its code identity's manifest (the same for every state of one class
+    and code version: a shared part in the wire form) and, per state, the digests that the
+    JSON view of the values cannot give back.
+
+    Attributes:
+        name: The recipe class (child) or state class (root), by qualified name.
+        code: Its code identity (``code:<fingerprint>`` or ``version:<VERSION>``).
+        manifest: The code identity's manifest entries (``kind``, ``name``, ``digest``,
+            ``value``; see :mod:`dagger.fingerprint`); empty when ``VERSION`` pins the code.
+        digests: Hex SHA-256 of the canonical encoding of each identity value whose JSON view
+            (:func:`jsonable`) encodes differently (a tuple, a ``float32``); the others are
+            computed again from the view. For a root: every identity argument's digest (its
+            keys say which arguments are identity).
+    """
+
+    name: str
+    code: str
+    manifest: tuple[dict[str, str], ...] = ()
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def shared_part(self) -> dict[str, Any]:
+        """The part common to every state of one class and code (stored once)."""
+        return {"name": self.name, "code": self.code, "manifest": list(self.manifest)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.shared_part(), "digests": self.digests}
+
+    @classmethod
+    def from_json(cls, document: Any, digests: Any = None) -> Ingredients:
+        """Parse (``digests`` given apart for the wire form, where they are per state).
+
+        Raises:
+            InvalidRecordError: A field is missing or of the wrong type.
+        """
+        what = "ingredients"
+        _expect(document, dict, what)
+        manifest = _field(document, "manifest", list, what, [])
+        entries = []
+        for entry in manifest:
+            _expect(entry, dict, "manifest entry")
+            if not all(isinstance(v, str) for v in entry.values()):
+                raise InvalidRecordError("manifest entry holds something other than strings")
+            entries.append(dict(entry))
+        found = digests if digests is not None else document.get("digests", {})
+        _expect(found, dict, "ingredients `digests`")
+        if not all(isinstance(v, str) for v in found.values()):
+            raise InvalidRecordError("ingredients `digests` are not strings")
+        return cls(
+            _field(document, "name", str, what),
+            _field(document, "code", str, what, ""),
+            tuple(entries),
+            dict(found),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StateRecord:
     """The slim record of a state: everything about it except its content.
 
@@ -374,6 +442,9 @@ class StateRecord:
         format: The format version the record was written in.
         seq: The store's sequence number of the entry (see the module docstring): orders
             states by creation, and a state's entries among themselves.
+        identity: The identity scheme its id was computed with.
+        ingredients: What its id was made of (:class:`Ingredients`); None in records
+            written before dagger recorded it.
     """
 
     id: str
@@ -394,6 +465,7 @@ class StateRecord:
     format: int = FORMAT_VERSION
     seq: int = 0
     identity: int = IDENTITY_VERSION
+    ingredients: Ingredients | None = None
 
     @property
     def failed(self) -> bool:
@@ -432,6 +504,8 @@ class StateRecord:
             document["payload"] = self.payload.to_json()
         if self.arguments is not None:
             document["arguments"] = self.arguments
+        if self.ingredients is not None:
+            document["ingredients"] = self.ingredients.to_json()
         return document
 
     @classmethod
@@ -485,6 +559,11 @@ class StateRecord:
             error=ErrorInfo.from_json(error) if error is not None else None,
             format=_field(document, "format", int, what, FORMAT_VERSION),
             identity=_field(document, "identity", int, what, 1),  # format 1: scheme 1
+            ingredients=(
+                Ingredients.from_json(document["ingredients"])
+                if document.get("ingredients") is not None
+                else None
+            ),
         )
 
 
@@ -830,7 +909,7 @@ def _checksum(document: Any) -> str:
 # -- the wire form (format 2): entries of a store's log ------------------------------------------
 
 #: Record fields stored as shared parts (once per distinct content, referenced by key).
-SHARED_FIELDS = ("recipe", "origin", "properties", "blobs")
+SHARED_FIELDS = ("recipe", "origin", "properties", "blobs", "manifest")
 
 #: Characters of a shared part's key: 96 bits of SHA-256, so that distinct parts never collide.
 SHARED_KEY_CHARS = 24
@@ -865,11 +944,17 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
     }
     if record.root != (record.parent is None):
         document["root"] = record.root
+    ingredients = record.ingredients
     if record.recipe is not None:
         recipe = record.recipe
-        document["recipe"] = share(
-            {"class": recipe.name, "module": recipe.module, "code": recipe.code}
-        )
+        if ingredients is not None:
+            key, part = _recipe_part(recipe, ingredients)
+            parts[key] = part
+            document["recipe"] = key
+        else:
+            document["recipe"] = share(
+                {"class": recipe.name, "module": recipe.module, "code": recipe.code}
+            )
         document["params"] = recipe.params
     if record.tags:
         document["tags"] = list(record.tags)
@@ -885,6 +970,11 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
         document["arguments"] = record.arguments
     if record.blobs:
         document["blobs"] = share(record.blobs)
+    if ingredients is not None:
+        if record.recipe is None:  # a root: its state class's manifest, in a part of its own
+            document["manifest"] = share(ingredients.shared_part())
+        if ingredients.digests:
+            document["digests"] = ingredients.digests
     if record.payload is not None:
         info = record.payload
         payload: dict[str, Any] = {"size": info.size, "format": info.format}
@@ -892,6 +982,32 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
             payload.update(file=info.file, sha256=info.sha256)
         document["payload"] = payload
     return document, parts
+
+
+# (recipe name, module, code, id(manifest)) -> (manifest, key, part): the recipe part with its
+# manifest is the same for every state of one recipe class and code, and its key (a hash of
+# its JSON, which a manifest makes long) is worked out once per run rather than per state.
+# Bounded; it holds JSON values only.
+_RECIPE_PARTS: dict[tuple[str, str, str, int], tuple[Any, str, dict[str, Any]]] = {}
+_RECIPE_PARTS_KEPT = 256
+
+
+def _recipe_part(recipe: RecipeInfo, ingredients: Ingredients) -> tuple[str, dict[str, Any]]:
+    memo = (recipe.name, recipe.module, recipe.code, id(ingredients.manifest))
+    cached = _RECIPE_PARTS.get(memo)
+    if cached is not None and cached[0] is ingredients.manifest:
+        return cached[1], cached[2]
+    part = {
+        "class": recipe.name,
+        "module": recipe.module,
+        "code": recipe.code,
+        "manifest": list(ingredients.manifest),
+    }
+    key = shared_key(part)
+    if len(_RECIPE_PARTS) >= _RECIPE_PARTS_KEPT:
+        _RECIPE_PARTS.clear()
+    _RECIPE_PARTS[memo] = (ingredients.manifest, key, part)
+    return key, part
 
 
 def wire_refs(document: Mapping[str, Any]) -> dict[str, str]:
@@ -958,6 +1074,20 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
     if arguments is not None:
         _expect(arguments, dict, "record `arguments`")
     seconds = _field(document, "seconds", (int, float, type(None)), what, None)
+    digests = document.get("digests") or {}
+    # A root's manifest part. Unlike the others it is not needed to use the state: one that is
+    # gone (collected by a dagger that did not know the field) makes it explain as "not
+    # recorded" rather than making the record unreadable.
+    manifest_key = document.get("manifest")
+    manifest = parts.get(manifest_key) if isinstance(manifest_key, str) else None
+    ingredients = None
+    if isinstance(manifest, dict):
+        ingredients = Ingredients.from_json(manifest, digests)
+    elif recipe is not None and recipe_part is not None and "manifest" in recipe_part:
+        ingredients = Ingredients.from_json(
+            {"name": recipe.name, "code": recipe.code, "manifest": recipe_part["manifest"]},
+            digests,
+        )
     return StateRecord(
         id=state_id,
         parent=parent,
@@ -977,6 +1107,7 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
         format=FORMAT_VERSION,
         seq=_field(document, "seq", int, what),
         identity=_field(document, "identity", int, what, IDENTITY_VERSION),
+        ingredients=ingredients,
     )
 
 

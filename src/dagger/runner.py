@@ -47,10 +47,13 @@ from ._names import class_path, short_id
 from ._version import __version__
 from .digest import StateDigest, digest_changes, state_digest
 from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
+from .explain import Explanation, explain_record, ingredients_of, kept_digests
+from .identity import state_code_identity
 from .loading import damage_noter, load_state, new_root
 from .plan import PlanNode, count
 from .progress import DEFAULT_INTERVAL, Progress, progress_mode
-from .record import ErrorInfo, ResultEntry, StateRecord, Status, jsonable, now
+from .recipe import Function, Recipe
+from .record import ErrorInfo, Ingredients, ResultEntry, StateRecord, Status, jsonable, now
 from .state import ExperimentState, adopt
 from .store import Results, Store
 from .store.payload import clear_transient, copy_payload
@@ -59,6 +62,7 @@ __all__ = [
     "Failure",
     "Interrupted",
     "Mutation",
+    "Recompute",
     "RunReport",
     "Runner",
     "first_cause",
@@ -257,6 +261,37 @@ class Mutation:
 MUTATION_PATHS_SHOWN = 5
 
 
+@dataclass(frozen=True)
+class Recompute:
+    """A state a run computed although a stored state of the same parent and recipe class
+    exists: what differs between the two (issue 10).
+
+    Attributes:
+        state_id: The state computed.
+        recipe: Its recipe, as ``repr`` shows it.
+        sibling_id: The stored sibling it was compared with (of the newest ones, the one
+            with the fewest differences).
+        changes: One line per differing ingredient: ``global LABEL_SMOOTHING 0.1 -> 0.3``,
+            ``code of Smooth.run changed``, ``parameter amount 0.25 -> 0.5``.
+    """
+
+    state_id: str
+    recipe: str
+    sibling_id: str
+    changes: tuple[str, ...]
+
+    @property
+    def parameters_only(self) -> bool:
+        """Whether only parameter values differ (a new point of a sweep, not an edit)."""
+        return all(line.startswith("parameter ") for line in self.changes)
+
+    def __str__(self) -> str:
+        return (
+            f"computing {self.state_id[:12]} ({self.recipe}) although a stored sibling "
+            f"{self.sibling_id[:12]} exists: {'; '.join(self.changes)}"
+        )
+
+
 @dataclass
 class RunReport:
     """What a run did.
@@ -278,6 +313,8 @@ class RunReport:
         computed_ids: Ids of the states computed by this run, in order.
         mutated: Function results computed on a state that the Function changed.
         mutations: One entry per such Function: state, Function, changed paths.
+        recomputes: One entry per computed state whose parent has a stored child of the
+            same recipe class: what differs from it (:class:`Recompute`).
     """
 
     computed: int = 0
@@ -292,6 +329,7 @@ class RunReport:
     not_attempted: int = 0
     mutated: int = 0
     mutations: list[Mutation] = field(default_factory=list)
+    recomputes: list[Recompute] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (
@@ -432,6 +470,8 @@ class Runner:
         #: (id, recipe, seconds) of each state this runner computed, for a coordinator's log.
         self.computed_lines: list[tuple[str, str, float]] = []
         self.check_read_only = check_read_only
+        #: Code manifests by (recipe class, code identity), for the records of this run.
+        self._manifests: dict[tuple[type, str], tuple[dict[str, str], ...]] = {}
 
     # -- the run as a whole ----------------------------------------------------------------------
 
@@ -449,6 +489,7 @@ class Runner:
         self.report.cached = count(roots, lambda node: int(node.stored), all=True)
         to_compute = count(roots, lambda node: int(not node.stored), all=False)
         functions = count(roots, lambda node: len(node.pending), all=False)
+        self._note_recomputes(roots)
         self.progress = Progress(self.mode, to_compute + functions, self._counts, self.log_interval)
         self.progress.open()
         finished = False
@@ -481,6 +522,90 @@ class Runner:
                 self._failure_message(), failures=self.report.failures, report=self.report
             ) from self.report.failures[0].exception
         return self.report
+
+    def _note_recomputes(self, roots: list[PlanNode]) -> None:
+        """Log, and list in the report, what differs between each state about to be computed
+        and the closest stored sibling (same parent, same recipe class).
+
+        Only states to compute are looked at, each against at most
+        :data:`dagger.plan.SIBLINGS_COMPARED` siblings (whose records are read once per run): linear
+        in the states computed, whatever the number of stored siblings. Changed code or
+        globals log a warning; a new parameter value (a new point of a sweep) logs at INFO.
+        """
+        stored: dict[str, Explanation | None] = {}
+        stack = list(roots)
+        while stack:
+            node = stack.pop()
+            if not node.work:
+                continue
+            stack.extend(reversed(node.children))
+            if node.stored or not node.siblings or node.promise is None:
+                continue
+            try:
+                explained = node.promise.explain()
+            except Exception:  # never fail a run for want of an explanation
+                continue
+            best: tuple[list[str], str] | None = None
+            for sibling in node.siblings:
+                if sibling not in stored:
+                    record = self.store.read_record(sibling)
+                    stored[sibling] = explain_record(record) if record is not None else None
+                before = stored[sibling]
+                if before is None:
+                    continue
+                changes = explained.changes_from(before)
+                if best is None or len(changes) < len(best[0]):
+                    best = (changes, sibling)
+            if best is None:
+                continue
+            changes, sibling = best
+            entry = Recompute(
+                node.sha,
+                node.describe(),
+                sibling,
+                tuple(changes or ["nothing recorded differs (another identity scheme?)"]),
+            )
+            self.report.recomputes.append(entry)
+            logger.log(logging.INFO if entry.parameters_only else logging.WARNING, "%s", entry)
+
+    def _ingredients(self, node: PlanNode) -> Ingredients | None:
+        """What the record of a state being computed keeps about its id."""
+        try:
+            if node.is_root:
+                state_class = self.state_class
+                return ingredients_of(
+                    state_class,
+                    ExperimentState,
+                    state_code_identity(state_class, ExperimentState),
+                    state_class.identity_arguments(node.arguments or {}),
+                    root=True,
+                )
+            recipe, info = node.recipe, node.info
+            assert info is not None  # a recipe's node always has its RecipeInfo
+            properties = recipe.properties()
+            # One manifest per recipe class and code for the whole run: the code cannot change
+            # while it runs, so fingerprint's validity checks need not run for every state.
+            manifest = self._manifests.get((type(recipe), info.code))
+            if manifest is None:
+                base = Function if isinstance(recipe, Function) else Recipe
+                made = ingredients_of(type(recipe), base, info.code, properties, root=False)
+                self._manifests[(type(recipe), info.code)] = made.manifest
+                return made
+            return Ingredients(
+                type(recipe).__qualname__,
+                info.code,
+                manifest,
+                kept_digests(properties, root=False),
+            )
+        except Exception as error:  # the state is fine; only its explanation is lost
+            logger.warning(
+                "State %s: what its id is made of could not be recorded (%s: %s); "
+                "`dagger explain` will say it was not recorded.",
+                short_id(node.sha),
+                type(error).__name__,
+                error,
+            )
+            return None
 
     def _counts(self) -> tuple[int, int, int, int]:
         report = self.report
@@ -686,6 +811,7 @@ class Runner:
                 },
                 arguments=jsonable(node.arguments) if node.is_root else None,
                 dagger_version=__version__,
+                ingredients=self._ingredients(node),
             )
             state.dagger.record = self.store.save(node.sha, state, record)
             for hook in list(state.save_post_hooks):

@@ -11,7 +11,9 @@ children in a restored tree). The seed's documented names stay as they were: ``s
 Those names, and the methods below, are reserved: setting one from user code raises
 :class:`~dagger.errors.ReservedAttributeError` at once, naming the alternative. Two of the
 original's names are defaults rather than reserved: ``directory`` (the experiment's folder) and
-``path``; a state that sets its own ``directory`` or ``path`` attribute keeps it.
+``path``; a state that sets its own ``directory`` or ``path`` attribute keeps it. ``explain()``
+(what the state's id was made of) is a default too, so that a state whose code already has an
+``explain`` attribute keeps it; ``state.dagger.explain()`` always answers.
 
 A *slim* state (``slim_loaded`` is True) holds only dagger's facts; :meth:`restore` loads the
 rest from the store, :meth:`deflate` drops it again, :meth:`lazy_load` does both around a block.
@@ -33,8 +35,10 @@ from .errors import (
     MissingPropertyError,
     RemovedAPIError,
     ReservedAttributeError,
+    StateNotFoundError,
     StateUnavailableError,
 )
+from .explain import Explanation, explain_record
 from .identity import root_id
 from .record import Notes, RecipeInfo, StateRecord, Status
 from .store import Results, SlimTable
@@ -151,6 +155,28 @@ class StateInfo:
     def created(self) -> str | None:
         """When it was computed (ISO 8601, UTC), or None."""
         return self.record.created if self.record is not None else None
+
+    def explain(self) -> Explanation:
+        """What the state's id was made of, as its record keeps it: the recipe (or state
+        class) and its parameters (or arguments), the code identity with every ingredient the
+        code read, and the names it read that are not part of the id. ``print()`` lists them.
+        Reads the record only (a slim state stays slim).
+
+        A state stored by a dagger that did not record this explains with ``recorded``
+        False (no manifest) rather than raising.
+
+        Raises:
+            StateNotFoundError: The state has no record (it is being computed, or it was
+                never stored): explain its promise instead (``promise.explain()``).
+        """
+        record = self.record
+        if record is None:
+            raise StateNotFoundError(
+                f"State {short_id(self.id)} has no stored record to explain (it is not stored "
+                "yet). Explain its promise instead: promise.explain().",
+                state_id=self.id,
+            )
+        return explain_record(record)
 
     def __repr__(self) -> str:
         return f"StateInfo(id={short_id(self.id)}, status={self.status.value}, depth={self.depth})"
@@ -326,6 +352,17 @@ class ExperimentState:
         start = info.parent_id if info.id and info.parent_id else info.id
         loaded: ExperimentState | None = info.experiment.load_root(start)
         return loaded
+
+    def explain(self) -> Explanation:
+        """What this stored state's id was made of (``state.dagger.explain()``; see there).
+
+        A default, not a reserved name: a state class that defines its own ``explain`` (or
+        sets the attribute) keeps it, and ``state.dagger.explain()`` still answers.
+
+        Raises:
+            StateNotFoundError: The state is not stored (explain its promise instead).
+        """
+        return _info(self).explain()
 
     def to_promise(self) -> Any:
         """A promise for this stored state, to grow the tree from it and run again.
@@ -547,9 +584,11 @@ RESERVED: frozenset[str] = frozenset(
         "TRANSIENT_ATTRIBUTES",
         "initialize_state",
         *HOOKS,
-        # Defaults a state may override with its own value (a data folder, a file).
+        # Defaults a state may override with its own value (a data folder, a file, its own
+        # explain); state.dagger.explain() is the name that always answers.
         "directory",
         "path",
+        "explain",
     }
 )
 

@@ -40,6 +40,12 @@ class Survey(Protocol):
         """``(summary, code identity, failed, inline)`` of a recorded result, or None."""
         ...
 
+    def latest_children(
+        self, parent_ids: Iterable[str], per_class: int = ...
+    ) -> dict[tuple[str, str], list[str]]:
+        """The newest stored children of these parents, by ``(parent id, recipe class)``."""
+        ...
+
 
 class Store(Protocol):
     """Where an experiment's states live.

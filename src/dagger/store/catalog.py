@@ -17,7 +17,7 @@ a snapshot (:meth:`Catalog.snapshot`) or an index (:meth:`Catalog.to_index`) cop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..record import Marker, Notes, StateRecord, Status
@@ -110,6 +110,10 @@ def _unpacked(packed: Any, count: int) -> list[int]:
     for row, value in zip(packed["rows"], packed["values"], strict=True):
         column[row] = value
     return column
+
+
+#: Statuses of the stored states a run compares a state it computes with (both have a record).
+_SIBLING_STATUSES = (Status.DONE, Status.PRUNED)
 
 
 class Catalog:
@@ -398,6 +402,37 @@ class Catalog:
     def status_of(self, state_id: str) -> Status | None:
         row = self.row_of.get(state_id)
         return None if row is None else self.status(row)
+
+    def latest_children(
+        self, parent_ids: Iterable[str], per_class: int = 3
+    ) -> dict[tuple[str, str], list[str]]:
+        """The newest stored (done or pruned) children of these parents: for each
+        ``(parent id, recipe class name)``, the newest child of each distinct recipe code
+        identity, newest first, at most ``per_class`` of them.
+
+        One pass over the rows, whatever the number of parents asked about: a run asks once,
+        for the parents of the states it is about to compute (to say why they are computed
+        although a sibling is stored).
+        """
+        wanted = {row for state_id in parent_ids if (row := self.row_of.get(state_id)) is not None}
+        if not wanted:
+            return {}
+        newest: dict[tuple[int, int], int] = {}  # (parent row, recipe number) -> row
+        dseq, recipe, status = self.dseq, self.recipe, self.status
+        for row, parent in enumerate(self.parent):
+            if parent not in wanted or recipe[row] < 0:
+                continue
+            key = (parent, recipe[row])
+            known = newest.get(key)
+            if (known is None or dseq[row] > dseq[known]) and status(row) in _SIBLING_STATUSES:
+                newest[key] = row
+        grouped: dict[tuple[str, str], list[int]] = {}
+        for (parent, number), row in newest.items():
+            grouped.setdefault((self.ids[parent], self.recipes[number][0]), []).append(row)
+        return {
+            key: [self.ids[row] for row in sorted(rows, key=lambda r: -dseq[r])[:per_class]]
+            for key, rows in grouped.items()
+        }
 
     def tags_of(self, state_id: str) -> tuple[str, ...]:
         row = self.row_of.get(state_id)
