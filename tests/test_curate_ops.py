@@ -167,8 +167,8 @@ def test_prune_keeps_exactly_the_best_k_and_their_ancestors(cli, study, exp_dir)
         result.stdout
     )
     assert "pruned 7 state(s)" in result.stdout
-    for state_id in best:
-        assert f"{state_id[:12]}  Multiply" in result.stdout
+    assert f"  {leaves[1, 5]['id'][:12]}  done    Multiply(factor=5)\n" in result.stdout
+    assert f"  {leaves[1, 4]['id'][:12]}  done    Multiply(factor=4)\n" in result.stdout
     assert "have no value in result.evaluate.accuracy: they never count as the best" in (
         result.stdout
     )
@@ -184,7 +184,11 @@ def test_prune_keeps_exactly_the_best_k_and_their_ancestors(cli, study, exp_dir)
     # bottom K is the other end
     again = cli("prune", exp_dir, "--keep", "bottom 1 by result.evaluate.accuracy", "--dry-run")
     assert again.returncode == 0, again.stderr
-    assert f"{leaves[0, 2]['id'][:12]}  Multiply" in again.stdout.split("would prune")[0]
+    assert (
+        f"{leaves[0, 2]['id'][:12]}  pruned  Multiply(factor=2)"
+        in (again.stdout.split("would prune")[0])
+    )
+    assert "1 of the states kept have no stored content" in again.stdout
 
 
 def test_prune_per_group_keeps_the_best_of_each_group(cli, study, exp_dir):
@@ -269,8 +273,13 @@ def test_rm_removes_states_with_their_subtrees_and_frees_their_bytes(cli, study,
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"removed 2 state(s) in {exp_dir}")
-    assert lines[1].split() == [leaves[0, 2]["id"][:12], "Multiply", "done"]
-    assert lines[2].split() == [big[leaves[0, 2]["id"]]["id"][:12], "Blob", "done"]
+    assert lines[1].split() == [leaves[0, 2]["id"][:12], "done", "Multiply(factor=2)"]
+    assert lines[2].split() == [
+        big[leaves[0, 2]["id"]]["id"][:12],
+        "done",
+        "Blob(megabytes=1,",
+        "seed=0)",
+    ]
     assert "0 bytes of blobs no remaining state refers to" in result.stdout
     assert all(path.exists() for path in blob_files)
     # Removing the method Add(0) takes its whole subtree, the last holder of the shared blob.
@@ -315,7 +324,10 @@ def test_rm_failed_removes_the_failed_states_only(cli, study, exp_dir):
     assert len(failed) == 2
     result = cli("rm", exp_dir, "--failed")
     assert result.returncode == 0, result.stderr
-    assert "removed 2 state(s)" in result.stdout and result.stdout.count("Boom") == 2
+    assert (
+        "removed 2 state(s)" in result.stdout
+        and result.stdout.count("failed  Boom(fail=True)") == 2
+    )
     after = table(cli, exp_dir)
     assert {row["id"] for row in after} == {row["id"] for row in rows} - failed
     assert cli("failures", exp_dir).stdout.strip() == "no failures recorded"

@@ -111,7 +111,8 @@ class CuratedState:
 
     Attributes:
         id: Its full id (64 hex digits).
-        recipe: The name of the recipe that made it (``root`` for a root).
+        recipe: The recipe that made it with its parameters (``Train(lr=0.1)``; ``root`` for
+            a root).
         status: Its status before the operation (``done``, ``failed``, ``pruned``, ...).
     """
 
@@ -120,7 +121,7 @@ class CuratedState:
     status: str
 
     def __str__(self) -> str:
-        return f"{self.id[:12]}  {self.recipe:<20} {self.status}"
+        return f"{self.id[:12]}  {self.status:<7} {self.recipe}"
 
 
 @dataclass
@@ -135,8 +136,9 @@ class CurationReport:
         kept: ``prune`` only: the states its rule or list chose (their ancestors are kept too).
         ancestors: ``prune`` only: how many ancestors of the chosen states are kept.
         rule: ``prune`` only: the keep rule, as text.
-        payload_bytes: Bytes of the payload files deleted (would be, on a dry run). Small
-            payloads kept inside the store's log are reclaimed when ``gc`` compacts it.
+        payload_bytes: Bytes of the payload files deleted (would be, on a dry run).
+        log_bytes: Bytes of small payloads kept inside the store's log (not counted as
+            freed): reclaimed when ``gc`` compacts the log, with no run going on.
         blob_bytes: Bytes of blobs that no remaining state refers to and that are gone
             (would be, on a dry run).
         blob_bytes_left: Bytes of such blobs still on disk (``gc`` kept them because a run is
@@ -152,6 +154,7 @@ class CurationReport:
     ancestors: int = 0
     rule: str | None = None
     payload_bytes: int = 0
+    log_bytes: int = 0
     blob_bytes: int = 0
     blob_bytes_left: int = 0
     notes: list[str] = field(default_factory=list)
@@ -189,6 +192,11 @@ class CurationReport:
             + (" (collected by gc)" if not self.dry_run and self.blob_bytes else "")
             + "."
         )
+        if self.log_bytes:
+            lines.append(
+                f"{_size(self.log_bytes)} of small payloads inside the store's log are "
+                "reclaimed when `dagger gc DIR` compacts it."
+            )
         if self.blob_bytes_left:
             lines.append(
                 f"{_size(self.blob_bytes_left)} of blobs nothing refers to any more are still "
@@ -216,7 +224,10 @@ def _size(count: int) -> str:
 
 
 def _describe(table: SlimTable, row: int) -> CuratedState:
-    return CuratedState(table.ids[row], table.recipe_name(row) or "root", str(table.status[row]))
+    info = table.recipe_info(row)
+    return CuratedState(
+        table.ids[row], "root" if info is None else str(info), str(table.status[row])
+    )
 
 
 # -- removing ------------------------------------------------------------------------------------
@@ -456,7 +467,16 @@ def prune(
         for state_id, status in zip(table.ids, table.status, strict=True)
         if status is Status.DONE and state_id not in kept
     ]
-    report = CurationReport("prune", store.location, dry_run, rule=rule, notes=list(notes))
+    notes = list(notes)
+    idle = [state_id for state_id in chosen if table.status_of(state_id) is not Status.DONE]
+    if idle:
+        shown = ", ".join(f"{state_id[:12]} {table.status_of(state_id)}" for state_id in idle[:5])
+        notes.append(
+            f"{len(idle)} of the states kept have no stored content ({shown}"
+            f"{', ...' if len(idle) > 5 else ''}): keeping them changes nothing; a run computes "
+            "one again when it needs it."
+        )
+    report = CurationReport("prune", store.location, dry_run, rule=rule, notes=notes)
     report.kept = [_describe(table, table.row_of[state_id]) for state_id in chosen]
     report.ancestors = len(kept) - len(set(chosen))
     report.states = [_describe(table, table.row_of[state_id]) for state_id in targets]
@@ -484,8 +504,11 @@ def _account(
         record = store.read_record(state_id)
         if record is None or table.status_of(state_id) is not Status.DONE:
             continue  # a failed or pruned state has no content left
-        if record.payload is not None and record.payload.file != INLINE:
-            report.payload_bytes += record.payload.size
+        if record.payload is not None:
+            if record.payload.file == INLINE:
+                report.log_bytes += record.payload.size
+            else:
+                report.payload_bytes += record.payload.size
         target_blobs.update(record.blobs)
     if target_blobs:
         for state_id in table.ids_of(Status.DONE):
