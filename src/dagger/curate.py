@@ -311,12 +311,20 @@ def remove(
         if descendants:
             # The store takes each subtree again under its locks: a child a run going on
             # adds meanwhile goes with its parent instead of being orphaned.
-            store.remove(order, descendants=True)
+            removed = store.remove(order, descendants=True)
         else:
             # Children first, each on its own: the store refuses (orphaning nothing) if a run
             # going on gave one of them a child meanwhile.
+            removed = []
             for state_id in reversed(order):
-                store.remove([state_id], descendants=False)
+                removed += store.remove([state_id], descendants=False)
+    described = {state.id: state for state in report.states}
+    rank = {state_id: index for index, state_id in enumerate(order)}
+    report.states = [
+        # A child that a run going on stored meanwhile went with its parent: after the others.
+        described.get(state_id, CuratedState(state_id, "(stored during the removal)", "done"))
+        for state_id in sorted(removed, key=lambda state_id: rank.get(state_id, len(order)))
+    ]
     _collect(store, blobs, report)
     return report
 
