@@ -519,50 +519,69 @@ def test_remove_takes_promises_states_and_nodesets(exp_dir, where, call_log):
         restored.remove(3.5)
 
 
-SLOW_RUN = textwrap.dedent(
+GATED_RUN = textwrap.dedent(
     """
+    import os
     import sys
+    import time
     import dagger as dg
-    from helpers import Add, CounterState, Multiply, Sleep
+    from helpers import Add, CounterState, Multiply, Sleep, log_call
+
+    class Gate(dg.Recipe):
+        \"\"\"Waits until a file exists: the run is surely going on until the test opens it.\"\"\"
+
+        def __init__(self, path):
+            self.path = path
+
+        def run(self, state):
+            log_call("gate")
+            while not os.path.exists(self.path):
+                time.sleep(0.02)
+            return state
 
     exp = dg.Experiment(sys.argv[1], CounterState)
     root = exp.spawn_new_tree(start=1)
     for amount in range(12):
         with exp.tag(f"branch{amount}"):
-            Multiply(2)(Sleep(0.15)(Add(amount)(root)))
+            state = Add(amount)(root)
+            if amount == 6:
+                state = Gate(sys.argv[2])(state)
+            Multiply(2)(Sleep(0.01)(state))
     exp.run(progress=False)
     """
 )
 
 
 def test_dagger_rm_during_a_run_corrupts_nothing(cli, tmp_path, subprocess_env, call_log):
-    exp_dir = tmp_path / "exp"
-    (tmp_path / "run.py").write_text(SLOW_RUN)
+    exp_dir, gate = tmp_path / "exp", tmp_path / "gate"
+    (tmp_path / "run.py").write_text(GATED_RUN)
     env = {**subprocess_env, "DAGGER_TEST_LOG": str(call_log)}
-    run = subprocess.Popen(
-        [sys.executable, "run.py", str(exp_dir)], cwd=tmp_path, env=env, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and read_log(call_log).count("sleep:0.15") < 4:
-        time.sleep(0.02)
-    # the run is past the first branches, or in them: remove them by tag, and prune the rest
-    removed = cli("rm", exp_dir, "--tag", "branch[012]")
-    assert removed.returncode == 0, removed.stderr
-    assert "removed" in removed.stdout
+    command = [sys.executable, "run.py", str(exp_dir), str(gate)]
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "gate" not in read_log(call_log):
+            time.sleep(0.02)
+        # the run is in branch 6, past branches 0-5: remove three of them while it waits
+        removed = cli("rm", exp_dir, "--tag", "branch[012]")
+        assert removed.returncode == 0, removed.stderr
+        assert "removed 9 state(s)" in removed.stdout
+        assert run.poll() is None  # the run was going on all along
+    finally:
+        gate.touch()
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr.decode()
     assert cli("verify", exp_dir).returncode == 0
-    # a rerun computes exactly what the removal took and the run did not put back
-    table_before = DirectoryStore(exp_dir).snapshot()
+    # a rerun computes exactly what the removal took: 3 branches of 3 states
     before = len(read_log(call_log))
-    rerun = subprocess.run([sys.executable, "run.py", str(exp_dir)], cwd=tmp_path, env=env)
-    assert rerun.returncode == 0
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(read_log(call_log)[before:]) == sorted(
+        [f"add:{amount}" for amount in range(3)] + ["sleep:0.01"] * 3 + ["mul:2"] * 3
+    )
     after = DirectoryStore(exp_dir).snapshot()
-    assert len(after) == 37 and all(str(status) == "done" for status in after.status)
-    assert len(read_log(call_log)) - before == 37 - len(table_before)
+    assert len(after) == 1 + 12 * 3 + 1 and all(str(status) == "done" for status in after.status)
     assert cli("verify", exp_dir).returncode == 0
     exp = dg.Experiment(exp_dir, CounterState)
     root = exp.spawn_new_tree(start=1)
-    from helpers import Sleep
-
-    assert exp.get(Multiply(2)(Sleep(0.15)(Add(1)(root)))).value == 4
+    assert exp.get(Multiply(2)(Add(1)(root))).value == 4
