@@ -75,6 +75,7 @@ from .record import (
     Status,
     now,
 )
+from .selection import ids_of, resolve_ids
 from .state import ExperimentState, adopt
 from .store import DirectoryStore, Store
 
@@ -319,60 +320,6 @@ def definitions(roots: Iterable[ExperimentStatePromise]) -> dict[str, Definition
                 found[sha] = Definition(promise.parent.sha(), promise.recipe)
         stack.extend(reversed(promise.children))
     return found
-
-
-def ids_of(states: Any) -> list[str]:
-    """The ids (or prefixes) named by states, promises, strings, or an iterable of them.
-
-    Raises:
-        ExperimentDefinitionError: Something else was given, or a state has no id.
-    """
-    items: Iterable[Any] = (
-        [states] if isinstance(states, str | ExperimentState | ExperimentStatePromise) else states
-    )
-    ids = []
-    for item in items:
-        if isinstance(item, str):
-            ids.append(item)
-        elif isinstance(item, ExperimentState | ExperimentStatePromise):
-            sha = item.sha()
-            if sha is None:
-                raise ExperimentDefinitionError("This state has no id yet; it was never stored.")
-            ids.append(sha)
-        else:
-            raise ExperimentDefinitionError(
-                f"audit() takes ids, states or promises (or a list of them); got a "
-                f"{type(item).__name__}.",
-                value_type=type(item).__name__,
-            )
-    return ids
-
-
-def resolve_ids(wanted: Iterable[str], known: Iterable[str]) -> list[str]:
-    """Full ids for ids or unique prefixes, in the order given (duplicates dropped).
-
-    Raises:
-        StateNotFoundError: A prefix matches no state, or several.
-    """
-    known_ids = sorted(set(known))
-    resolved: list[str] = []
-    for text in wanted:
-        prefix = str(text).strip().lower()
-        matches = (
-            [state_id for state_id in known_ids if state_id.startswith(prefix)] if prefix else []
-        )
-        if len(matches) != 1:
-            if matches:
-                problem = (
-                    f"matches {len(matches)} states ({', '.join(m[:12] for m in matches[:5])}"
-                    f"{', ...' if len(matches) > 5 else ''}); give more digits"
-                )
-            else:
-                problem = "matches no state of this experiment; `dagger ls DIR` lists the ids"
-            raise StateNotFoundError(f"The id {text!r} {problem}.", state_id=str(text))
-        if matches[0] not in resolved:
-            resolved.append(matches[0])
-    return resolved
 
 
 def _sample(candidates: Sequence[str], sample: int | None, seed: int) -> list[str]:

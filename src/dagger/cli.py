@@ -21,6 +21,12 @@
     dagger audit DIR [--sample N] [--seed S] [--rtol X] [--atol Y] [IDS...]
                                                  recompute stored states from their stored
                                                  parents and compare: do they reproduce?
+    dagger rm DIR [IDS...] [--tag PATTERN] [--failed] [--identity N] [--no-descendants]
+              [--dry-run]                        remove states with their subtrees; print
+                                                 them and the bytes freed
+    dagger prune DIR --keep "top K by COLUMN" [--per COLUMN] [--dry-run]
+                                                 keep the best states and their ancestors,
+                                                 drop the other states' payloads (records stay)
 
 Also runs as ``python -m dagger``. Showing, listing and drawing read the records only (no
 payload is loaded), and work where the experiment's state class cannot be imported.
@@ -31,8 +37,9 @@ cannot be rebuilt here (the audit says so; audit from the script with ``exp.audi
 
 Exit status: 0 on success; 1 when ``verify`` finds problems, ``gc`` refuses (damaged entries),
 ``ls --tag`` matches nothing or ``audit`` finds a state that does not reproduce (or cannot be
-recomputed); 2 with a one-line error for a folder that is not an experiment or another dagger
-error.
+recomputed); 2 with a one-line error for a folder that is not an experiment, bad arguments
+(a malformed keep rule, an unknown column, ``rm --no-descendants`` on a state with children)
+or another dagger error.
 """
 
 from __future__ import annotations
@@ -137,6 +144,46 @@ def _audit(args: argparse.Namespace) -> int:
     )
     print(report)
     return 0 if report.ok else 1
+
+
+def _rm(args: argparse.Namespace) -> int:
+    from . import curate
+    from .experiment import Experiment
+    from .selection import resolve_ids
+
+    if not (args.ids or args.tag is not None or args.failed or args.identity is not None):
+        print(
+            "dagger rm: name the states to remove: ids (or unique prefixes), --tag PATTERN, "
+            "--failed or --identity N (`dagger ls DIR` lists them).",
+            file=sys.stderr,
+        )
+        return 2
+    experiment = Experiment.restore(args.directory, import_class=False)
+    table = experiment.store.snapshot()
+    chosen = resolve_ids(args.ids, table.ids)
+    matched = curate.select(
+        experiment.store, table, tag=args.tag, failed=args.failed, identity=args.identity
+    )
+    chosen += [state_id for state_id in matched if state_id not in chosen]
+    if not chosen:
+        wanted = [
+            *([f"a tag matching {args.tag!r}"] if args.tag is not None else []),
+            *(["failed"] if args.failed else []),
+            *([f"of identity scheme {args.identity}"] if args.identity is not None else []),
+        ]
+        print(f"no state is {' or '.join(wanted)}; nothing removed.")
+        return 0
+    report = experiment.remove(chosen, descendants=not args.no_descendants, dry_run=args.dry_run)
+    print(report)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from .experiment import Experiment
+
+    experiment = Experiment.restore(args.directory, import_class=False)
+    print(experiment.prune(args.keep, per=args.per, dry_run=args.dry_run))
+    return 0
 
 
 # -- restoring -------------------------------------------------------------------------------------
@@ -501,6 +548,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="move damaged log entries to quarantine/ first, instead of refusing to collect",
     )
     clean.set_defaults(handler=_gc)
+
+    removing = commands.add_parser(
+        "rm", help="remove states (with everything below them) and the bytes they hold"
+    )
+    removing.add_argument("directory", metavar="DIR")
+    removing.add_argument(
+        "ids", nargs="*", metavar="IDS", help="ids or unique id prefixes of states to remove"
+    )
+    removing.add_argument(
+        "--tag", metavar="PATTERN", help="also every state with a tag matching this glob"
+    )
+    removing.add_argument("--failed", action="store_true", help="also every failed state")
+    removing.add_argument(
+        "--identity",
+        type=_non_negative,
+        metavar="N",
+        help="also every state whose id was computed by identity scheme N (1: older dagger)",
+    )
+    removing.add_argument(
+        "--no-descendants",
+        action="store_true",
+        help="remove only the states named; refuse (removing nothing) if one has children",
+    )
+    removing.add_argument(
+        "--dry-run", action="store_true", help="only list what would go; change nothing"
+    )
+    removing.set_defaults(handler=_rm)
+
+    pruning = commands.add_parser(
+        "prune",
+        help="keep the best states and their ancestors; drop the payloads of the others",
+    )
+    pruning.add_argument("directory", metavar="DIR")
+    pruning.add_argument(
+        "--keep",
+        required=True,
+        metavar="RULE",
+        help="'top K by COLUMN' or 'bottom K by COLUMN', COLUMN as `dagger ls` names it "
+        "(e.g. 'top 3 by result.evaluate.accuracy')",
+    )
+    pruning.add_argument(
+        "--per", metavar="COLUMN", help="keep the top K within each group of this column"
+    )
+    pruning.add_argument(
+        "--dry-run", action="store_true", help="only list what would be pruned; change nothing"
+    )
+    pruning.set_defaults(handler=_prune)
 
     auditing = commands.add_parser(
         "audit",

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from . import audit as auditing
+from . import curate as curating
 from . import loading, plan
 from ._names import class_path, import_class
 from ._version import __version__
 from .environment import capture_environment
-from .errors import ExperimentDefinitionError, StateClassMismatchError
+from .errors import ExperimentDefinitionError, InvalidArgumentError, StateClassMismatchError
 from .executors import dispatch
 from .plan_report import PlanReport
 from .preview import preview
@@ -33,9 +34,11 @@ from .promise import ExperimentStatePromise, realise, warn_scheduler
 from .recipe import Function, Recipe
 from .record import FORMAT_VERSION, IDENTITY_VERSION, ExperimentMeta, Status, jsonable, now
 from .runner import Runner, RunReport
+from .selection import ids_of, resolve_ids
 from .state import ExperimentState
 from .store import DirectoryStore, Store
 from .store.blobs import DEFAULT_THRESHOLD
+from .store.table import SlimTable
 from .tree import StaticExperimentTree
 
 __all__ = ["Experiment"]
@@ -493,7 +496,7 @@ class Experiment:
             candidates += sorted(stored - set(candidates))
         chosen = None
         if states is not None:
-            chosen = auditing.resolve_ids(auditing.ids_of(states), set(found.ids))
+            chosen = resolve_ids(ids_of(states), set(found.ids))
         return auditing.audit(
             self.store,
             self.state_class,
@@ -507,6 +510,119 @@ class Experiment:
             environment=capture_environment(git_directory),
             class_importable=not self.stand_in,
         )
+
+    # -- curating ------------------------------------------------------------------------------
+
+    def remove(
+        self, states: Any, *, descendants: bool = True, dry_run: bool = False
+    ) -> curating.CurationReport:
+        """Remove stored states, with everything below them by default.
+
+        Each state is removed under its lock (a run going on in the same folder is not
+        corrupted: one that needs a removed state computes it again); its record disappears
+        from tables, lineage and drawings. Payload files are deleted at once; blobs that no
+        remaining state refers to are then collected by :func:`dagger.store.maintenance.gc`
+        (files a run going on may be about to use are kept for a later ``dagger gc``). A
+        format-1 folder is converted to format 2 first (not on a dry run).
+
+        Args:
+            states: What to remove: ids or unique id prefixes, states, promises, or a list or
+                NodeSet of them.
+            descendants: Also remove their subtrees (default). False refuses, removing
+                nothing, when a state has a child that is not removed with it.
+            dry_run: Only report what would be removed and freed; nothing is written.
+
+        Returns:
+            A CurationReport: ``print()`` it for the states (id, recipe, status) and the bytes
+            freed (``.bytes_freed``: payload files plus blobs no remaining state refers to).
+
+        Raises:
+            StateNotFoundError: An id or prefix matches no stored state, or several.
+            ExperimentDefinitionError: ``descendants=False`` and a state has children.
+            NotAnExperimentError: Nothing was stored here yet.
+        """
+        table = self._curation_table(dry_run)
+        chosen = resolve_ids(ids_of(states, "remove()"), table.ids)
+        report = curating.remove(
+            self.store, table, chosen, descendants=descendants, dry_run=dry_run
+        )
+        if not dry_run and report.states:
+            self._after_curation()
+        return report
+
+    def prune(
+        self, keep: Any, *, per: str | None = None, dry_run: bool = False
+    ) -> curating.CurationReport:
+        """Keep the best states and all their ancestors; drop the payloads of all others.
+
+        Every other stored state keeps its record with status ``pruned``: tables, lineage and
+        drawings still show it (with its results), and a later run computes it again only
+        when it needs it (a child or a Function to compute, ``get()``). Blobs no remaining
+        state refers to are collected as by :meth:`remove`.
+
+        Args:
+            keep: ``"top K by COLUMN"`` or ``"bottom K by COLUMN"``, where COLUMN is a column
+                of ``dagger ls`` / ``tree.nodes.to_dataframe()`` holding numbers (for example
+                ``"top 3 by result.evaluate.accuracy"``); only states with a value there
+                compete (states without one are never the best), ties keep the state stored
+                first. Or the states to keep: ids or unique prefixes, states, promises, or a
+                list or NodeSet of them.
+            per: A column (``param.method``): the rule keeps the top K within each group of
+                equal values; a state without a value there takes its nearest ancestor's.
+                Only with a rule.
+            dry_run: Only report what would be kept, pruned and freed; nothing is written.
+
+        Returns:
+            A CurationReport with ``kept`` (the chosen states), ``states`` (those pruned) and
+            ``bytes_freed``; ``print()`` it.
+
+        Raises:
+            InvalidArgumentError: The rule is malformed, K < 1, or ``per`` comes with a list.
+            ColumnNotFoundError: The rule's column or ``per`` is not a column of the table.
+            InvalidQueryError: The rule's column holds values that are not numbers.
+            StateNotFoundError: An id or prefix to keep matches no stored state, or several.
+        """
+        notes: list[str] = []
+        rule: curating.KeepRule | None = None
+        if isinstance(keep, str):
+            rule = curating.parse_keep(keep)
+        elif per is not None:
+            raise InvalidArgumentError(
+                f"per={per!r} groups the states of a keep rule, but keep is a list of states; "
+                "pass keep='top K by COLUMN' with per, or drop per.",
+                per=per,
+            )
+        table = self._curation_table(dry_run)
+        if rule is not None:
+            frame = StaticExperimentTree.from_store(
+                self, self.state_class, self.store, table
+            ).nodes.to_dataframe()
+            chosen, notes = curating.choose_best(frame, rule, per)
+        else:
+            chosen = resolve_ids(ids_of(keep, "prune()"), table.ids)
+        shown = None if rule is None else str(rule) + (f" per {per}" if per else "")
+        report = curating.prune(self.store, table, chosen, dry_run=dry_run, rule=shown, notes=notes)
+        if not dry_run and report.states:
+            self._after_curation()
+        return report
+
+    def _curation_table(self, dry_run: bool) -> SlimTable:
+        meta = self.store.read_meta()  # refuses a folder that holds no experiment
+        if not dry_run:
+            self.store.prepare(meta)  # converts a format-1 folder; writes nothing otherwise
+        return self.store.snapshot()
+
+    def _after_curation(self) -> None:
+        """Forget identity schemes no state is left of; refresh a restored tree."""
+        meta = self.store.read_meta()
+        if meta.older_identities:
+            left = curating.identities_left(self.store, self.store.snapshot())
+            gone = [scheme for scheme in meta.older_identities if scheme not in left]
+            if gone:
+                self.store.forget_identities(gone)
+                _warned_identities.discard(self.store.location)
+        if self.graph is not None:
+            self.graph = StaticExperimentTree.from_store(self, self.state_class, self.store)
 
     def _runner(
         self,

@@ -75,6 +75,11 @@ class Store(Protocol):
         """Create the store if needed and add ``meta.roots`` to the stored ones."""
         ...
 
+    def forget_identities(self, schemes: Iterable[int]) -> ExperimentMeta:
+        """Drop identity schemes of which no state is left from the experiment's description
+        (this dagger's own scheme stays); returns the description now stored."""
+        ...
+
     # -- states ------------------------------------------------------------------------------
 
     def survey(self) -> Survey:

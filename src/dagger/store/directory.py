@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..record import (
     FORMAT_VERSION,
+    IDENTITY_VERSION,
     INLINE,
     AuditNote,
     ErrorInfo,
@@ -326,6 +327,24 @@ class DirectoryStore:
 
         self._meta = merged
         return merged
+
+    def forget_identities(self, schemes: Iterable[int]) -> ExperimentMeta:
+        """Drop identity schemes from experiment.json (the caller checked that no state of
+        them is left, after a removal), so that opening the store stops warning about them.
+        This dagger's own scheme is never dropped."""
+        dropped = set(schemes) - {IDENTITY_VERSION}
+        with (
+            os_errors("update experiment.json", self.directory, root=self.directory),
+            self.experiment_lock(),
+        ):
+            stored = self.read_meta()
+            left = [scheme for scheme in stored.identities if scheme not in dropped]
+            if tuple(left) == stored.identities:
+                return stored
+            updated = stored.with_identities(left or [IDENTITY_VERSION])
+            rec.write_experiment(self.directory, updated, durable=self.durable)
+            self._meta = updated
+        return updated
 
     def _set_aside(self, path: Path) -> None:
         """Move a damaged file into ``quarantine/`` (evidence), keeping its relative path."""

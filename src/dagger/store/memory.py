@@ -22,6 +22,7 @@ from ..errors import (
     StateNotFoundError,
 )
 from ..record import (
+    IDENTITY_VERSION,
     AuditNote,
     ErrorInfo,
     ExperimentMeta,
@@ -96,6 +97,14 @@ class MemoryStore:
             if not set(meta.identities) <= set(self.meta.identities):
                 self.meta = self.meta.with_identities([*self.meta.identities, *meta.identities])
         return self.meta
+
+    def forget_identities(self, schemes: Iterable[int]) -> ExperimentMeta:
+        meta = self.read_meta()
+        dropped = set(schemes) - {IDENTITY_VERSION}
+        left = [scheme for scheme in meta.identities if scheme not in dropped]
+        if tuple(left) != meta.identities:
+            self.meta = meta.with_identities(left or [IDENTITY_VERSION])
+        return self.read_meta()
 
     # -- states ------------------------------------------------------------------------------
 
