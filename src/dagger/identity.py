@@ -162,12 +162,12 @@ def child_id(
         raise
     # digest("child", parent_id, recipe_name, code_identity, encoded), with the hash of the
     # tuple's first four items kept for the next sibling (they share it).
-    key = (parent_id, recipe_name, code_identity)
-    start = _CHILD_STARTS.get(key)
+    shared = (parent_id, recipe_name, code_identity)
+    start = _CHILD_STARTS.get(shared)
     if start is None:
         if len(_CHILD_STARTS) >= _MAX_CHILD_STARTS:
             _CHILD_STARTS.clear()
-        start = _CHILD_STARTS[key] = hashlib.sha256(
+        start = _CHILD_STARTS[shared] = hashlib.sha256(
             tuple_start(5, "child", parent_id, recipe_name, code_identity)
         )
     hasher = start.copy()
