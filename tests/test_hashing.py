@@ -125,6 +125,22 @@ def test_golden_root_and_child_ids():
     )
 
 
+def test_child_ids_follow_the_formula_whatever_the_shared_start_cache_holds():
+    """identity.child_id keeps the hash of (parent, recipe, code) for the next sibling
+    (issue 15); over more parents than it keeps, revisited in another order, every id is
+    still the documented digest."""
+    from dagger import identity
+
+    parents = [digest("parent", index) for index in range(identity._MAX_CHILD_STARTS + 50)]
+    for order in (parents, parents[::-7]):
+        for index, parent in enumerate(order):
+            for name, code in (("Add", "code:1"), ("Mul", "code:1"), ("Add", "version:2")):
+                properties = {"amount": index, "names": [name]}
+                encoded = {key: encode(value) for key, value in properties.items()}
+                expected = digest("child", parent, name, code, encoded)
+                assert identity.child_id(parent, name, code, properties) == expected
+
+
 def test_types_are_part_of_the_encoding():
     values = [1, 1.0, "1", True, b"1", [1], (1,), {1}, frozenset({1}), {"1": 1}, np.float32(1)]
     encodings = {encode(v) for v in values}

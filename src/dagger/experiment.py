@@ -266,7 +266,8 @@ class Experiment:
                 is not a Recipe.
             HashingError: A property of the recipe cannot be hashed.
         """
-        self._check_own(parent, f"{type(recipe).__name__}(...)")
+        if parent.experiment is not self:
+            self._check_own(parent, f"{type(recipe).__name__}(...)")
         if not isinstance(recipe, Recipe):
             raise ExperimentDefinitionError(
                 f"Only dagger.Recipe instances define children; got a {type(recipe).__name__}.",

@@ -75,6 +75,8 @@ class Recipe:
     def __call__(self, parent: Any) -> Any:
         """Define the child of ``parent`` (a promise, or a restored state) that this recipe
         produces; nothing runs yet. Returns the child's promise."""
+        if isinstance(parent, Growable):  # a promise: no message to write (100,000 calls)
+            return parent.add_child(self)
         return _growable(parent, f"{type(self).__name__}(...)").add_child(self)
 
     def run(self, state: ExperimentState) -> ExperimentState:
