@@ -683,10 +683,14 @@ def test_caches_keep_nothing_alive(tmp_path):
     code_identity(local, dg.Recipe)
     code_identity(function)
     child_sha(ROOT, Apply(function))
+    local().snapshot()  # what applying it does: the plain-copy cache learns the class
+    assert id(local) in dg.recipe._PLAIN_CLASSES
+    key = id(local)
     refs = [weakref.ref(local), weakref.ref(function)]
     del local, function
     gc.collect()
     assert [ref() for ref in refs] == [None, None]
+    assert key not in dg.recipe._PLAIN_CLASSES  # and its entry went with it
 
 
 def test_manifest_is_json_and_round_trips(tmp_path):

@@ -968,6 +968,7 @@ def _compile(markers: Sequence[Marker]) -> Marker:
     with the referents of weak references and with immutable builtins (one comparison of
     them all), then the rest."""
     ref_positions, refs, atom_positions, atoms, others = [], [], [], [], []
+    equal_positions, equals = [], []
     for position, marker in enumerate(markers):
         tag = marker[0]
         if tag == _REF:
@@ -978,6 +979,11 @@ def _compile(markers: Sequence[Marker]) -> Marker:
         ):
             atom_positions.append(position)  # () and small ints are singletons: `is` works
             atoms.append(marker[1])
+        elif tag == _EQ:
+            # counts and tuples (of names, of a dagger class's members): one tuple comparison
+            # of them all compares each pair with ==, as _holds does
+            equal_positions.append(position)
+            equals.append(marker[1])
         elif tag != _ANY:
             others.append((position, marker))
     positions = ref_positions + atom_positions
@@ -986,12 +992,14 @@ def _compile(markers: Sequence[Marker]) -> Marker:
         _picker(positions) if positions else None,
         tuple(refs),
         tuple(atoms),
+        _picker(equal_positions) if equal_positions else None,
+        tuple(equals),
         tuple(others),
     )
 
 
 def _group_holds(values: Sequence[Any], group: Marker) -> bool:
-    count, pick, refs, atoms, others = group
+    count, pick, refs, atoms, pick_equal, equals, others = group
     if len(values) != count:
         return False
     if pick is not None:
@@ -1000,6 +1008,8 @@ def _group_holds(values: Sequence[Any], group: Marker) -> bool:
             return False
         if not all(map(operator.is_, pick(values), targets + atoms)):
             return False
+    if pick_equal is not None and pick_equal(values) != equals:
+        return False
     return all(_holds(values[position], marker) for position, marker in others)
 
 
