@@ -93,7 +93,7 @@ class Recipe:
         declared = type(self).PROPERTIES
         if declared is not None:
             return list(declared)
-        return sorted(name for name in vars(self) if not name.startswith("_"))
+        return sorted([name for name in vars(self) if not name.startswith("_")])
 
     def properties(self) -> dict[str, Any]:
         """The values that make up the recipe's identity, by name.
