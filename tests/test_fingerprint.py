@@ -614,6 +614,55 @@ def test_seed_style_patches_on_dagger_classes_count(tmp_path):
         dg.Recipe.run = original
 
 
+def test_a_sibling_defined_after_an_in_process_edit_gets_a_new_id(tmp_path):
+    """Defining a tree checks the cached code identity once per promise and shares the hash
+    of (parent, recipe, code) between siblings (issue 15): neither may give a promise defined
+    after an edit the id of one defined before it, and undoing the edit gives the old id."""
+    module = load_module(
+        tmp_path,
+        """
+        import dagger as dg
+
+        SCALE = 1.0
+
+        class Twist(dg.Recipe):
+            FACTOR = 2.0
+
+            def __init__(self, angle):
+                self.angle = angle
+
+            def run(self, state):
+                state.value = state.value * self.FACTOR * SCALE + self.angle
+                return state
+        """,
+    )
+    exp = dg.Experiment(tmp_path / "exp", CounterState)
+    root = exp.spawn_new_tree(start=1)
+    before = [module.Twist(angle)(root).sha() for angle in range(3)]
+    assert len(set(before)) == 3
+
+    def sibling() -> str:
+        return module.Twist(0)(root).sha()
+
+    assert sibling() == before[0]
+    module.Twist.FACTOR = 5.0
+    factor = sibling()
+    module.SCALE = 3.0
+    scale = sibling()
+    original_run = module.Twist.run
+
+    def run(self, state):
+        return state
+
+    module.Twist.run = run
+    method = sibling()
+    assert len({before[0], factor, scale, method}) == 4
+    module.Twist.run = original_run
+    module.SCALE = 1.0
+    module.Twist.FACTOR = 2.0
+    assert sibling() == before[0]
+
+
 def test_caches_keep_nothing_alive(tmp_path):
     module = load_module(
         tmp_path,
@@ -634,10 +683,14 @@ def test_caches_keep_nothing_alive(tmp_path):
     code_identity(local, dg.Recipe)
     code_identity(function)
     child_sha(ROOT, Apply(function))
+    local().snapshot()  # what applying it does: the plain-copy cache learns the class
+    assert id(local) in dg.recipe._PLAIN_CLASSES
+    key = id(local)
     refs = [weakref.ref(local), weakref.ref(function)]
     del local, function
     gc.collect()
     assert [ref() for ref in refs] == [None, None]
+    assert key not in dg.recipe._PLAIN_CLASSES  # and its entry went with it
 
 
 def test_manifest_is_json_and_round_trips(tmp_path):

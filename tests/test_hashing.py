@@ -125,6 +125,22 @@ def test_golden_root_and_child_ids():
     )
 
 
+def test_child_ids_follow_the_formula_whatever_the_shared_start_cache_holds():
+    """identity.child_id keeps the hash of (parent, recipe, code) for the next sibling
+    (issue 15); over more parents than it keeps, revisited in another order, every id is
+    still the documented digest."""
+    from dagger import identity
+
+    parents = [digest("parent", index) for index in range(identity._MAX_CHILD_STARTS + 50)]
+    for order in (parents, parents[::-7]):
+        for index, parent in enumerate(order):
+            for name, code in (("Add", "code:1"), ("Mul", "code:1"), ("Add", "version:2")):
+                properties = {"amount": index, "names": [name]}
+                encoded = {key: encode(value) for key, value in properties.items()}
+                expected = digest("child", parent, name, code, encoded)
+                assert identity.child_id(parent, name, code, properties) == expected
+
+
 def test_types_are_part_of_the_encoding():
     values = [1, 1.0, "1", True, b"1", [1], (1,), {1}, frozenset({1}), {"1": 1}, np.float32(1)]
     encodings = {encode(v) for v in values}
@@ -567,6 +583,19 @@ def test_closures_as_values_hash_by_their_cells(a, b):
 
 
 # The fast path for plain values (hashing._plain) writes exactly what the general encoder does.
+# Keys of every plain kind: the fast path sorts a dict's joined key + item encodings, which
+# orders them as the general encoder's (key, item) pairs only because no encoding is a prefix
+# of another.
+_plain_keys = (
+    st.text(max_size=4)
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.binary(max_size=4)
+    | st.none()
+    | st.booleans()
+    | st.tuples(st.text(max_size=2), st.integers(-3, 3))
+    | st.tuples(st.integers(-3, 3))
+)
 _plain_values = st.recursive(
     st.none()
     | st.booleans()
@@ -577,7 +606,7 @@ _plain_values = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.lists(children, max_size=4).map(tuple)
-        | st.dictionaries(st.text(max_size=4) | st.integers(), children, max_size=4)
+        | st.dictionaries(_plain_keys, children, max_size=4)
     ),
     max_leaves=20,
 )
@@ -592,3 +621,14 @@ def test_the_fast_path_for_plain_values_writes_the_same_bytes(value):
     general.code = None
     hashing._encode(value, general)
     assert hashing.encode(value) == bytes(general)
+
+
+@given(st.lists(_plain_values, min_size=1, max_size=4), st.data())
+def test_tuple_start_is_the_start_of_the_tuple_encoding(items, data):
+    from dagger import hashing
+
+    split = data.draw(st.integers(0, len(items)))
+    rest = b"".join(encode(item) for item in items[split:])
+    assert hashing.tuple_start(len(items), *items[:split]) + rest == encode(tuple(items))
+    with pytest.raises(ValueError, match="items for a tuple of"):
+        hashing.tuple_start(split - 1, *items[:split]) if split else hashing.tuple_start(-1)

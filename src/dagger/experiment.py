@@ -269,7 +269,8 @@ class Experiment:
                 is not a Recipe.
             HashingError: A property of the recipe cannot be hashed.
         """
-        self._check_own(parent, f"{type(recipe).__name__}(...)")
+        if parent.experiment is not self:
+            self._check_own(parent, f"{type(recipe).__name__}(...)")
         if not isinstance(recipe, Recipe):
             raise ExperimentDefinitionError(
                 f"Only dagger.Recipe instances define children; got a {type(recipe).__name__}.",
@@ -277,13 +278,13 @@ class Experiment:
             )
         child = ExperimentStatePromise(self, parent, recipe.snapshot(), self.tags)
         child.sha()  # a property that is missing or cannot be hashed is reported here
-        parent.children.append(child)
+        parent.attach_child(child)
         return child
 
     def add_function(self, promise: ExperimentStatePromise, function: Function) -> None:
         """Run ``function`` on ``promise``'s state during the next run and record its result."""
         self._check_own(promise, repr(function))
-        promise.functions.append(function)
+        promise.attach_function(function)
 
     def _check_own(self, promise: ExperimentStatePromise, what: str) -> None:
         if promise.experiment is not self:

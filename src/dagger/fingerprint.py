@@ -919,7 +919,7 @@ _IS, _REF, _EQ, _CONTENT, _WRAP, _PROP, _TYPE, _ANY = range(8)
 
 Marker = tuple[Any, ...]
 # A reader appends the current content of the slots it watches to a list; the markers of all
-# readers, in order, say what those slots held (see _still_valid).
+# readers, in order, say what those slots held (see code_identity).
 Reader = Callable[[list[Any]], None]
 Validation = tuple[tuple[Reader, ...], Marker]
 
@@ -952,7 +952,9 @@ def _marker(value: Any) -> Marker | None:
     return None
 
 
-_CALL = weakref.ref.__call__
+# Calls a weak reference (map(_CALL, refs): their referents). operator.call is a third
+# faster than the slot wrapper weakref.ref.__call__.
+_CALL = operator.call
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -965,8 +967,10 @@ def _picker(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
 
 def _compile(markers: Sequence[Marker]) -> Marker:
     """A group of markers, checked against a sequence of values mostly at C speed: identity
-    with the referents of weak references, identity with immutable builtins, then the rest."""
+    with the referents of weak references and with immutable builtins (one comparison of
+    them all), then the rest."""
     ref_positions, refs, atom_positions, atoms, others = [], [], [], [], []
+    equal_positions, equals = [], []
     for position, marker in enumerate(markers):
         tag = marker[0]
         if tag == _REF:
@@ -977,31 +981,38 @@ def _compile(markers: Sequence[Marker]) -> Marker:
         ):
             atom_positions.append(position)  # () and small ints are singletons: `is` works
             atoms.append(marker[1])
+        elif tag == _EQ:
+            # counts and tuples (of names, of a dagger class's members): one tuple comparison
+            # of them all compares each pair with ==, as _holds does
+            equal_positions.append(position)
+            equals.append(marker[1])
         elif tag != _ANY:
             others.append((position, marker))
+    positions = ref_positions + atom_positions
     return (
         len(markers),
-        _picker(ref_positions) if refs else None,
+        _picker(positions) if positions else None,
         tuple(refs),
-        _picker(atom_positions) if atoms else None,
         tuple(atoms),
+        _picker(equal_positions) if equal_positions else None,
+        tuple(equals),
         tuple(others),
     )
 
 
 def _group_holds(values: Sequence[Any], group: Marker) -> bool:
-    count, pick_refs, refs, pick_atoms, atoms, others = group
+    count, pick, refs, atoms, pick_equal, equals, others = group
     if len(values) != count:
         return False
-    if refs:
+    if pick is not None:
         targets = tuple(map(_CALL, refs))
         if None in targets:  # a referent died: whatever the slot holds now is something else
             return False
-        if not all(map(operator.is_, pick_refs(values), targets)):
+        if not all(map(operator.is_, pick(values), targets + atoms)):
             return False
-    if atoms and not all(map(operator.is_, pick_atoms(values), atoms)):
+    if pick_equal is not None and pick_equal(values) != equals:
         return False
-    return all(_holds(values[position], marker) for position, marker in others)
+    return not others or all(_holds(values[position], marker) for position, marker in others)
 
 
 def _dagger_owned(value: Any) -> bool:
@@ -1053,19 +1064,6 @@ class _Gone(Exception):
     """A reader's object was collected: the cached identity cannot be checked."""
 
 
-def _still_valid(validation: Validation) -> bool:
-    """Whether every slot a walk read still holds what it held: all readers fill one list,
-    compared against all markers at once (mostly C-level identity comparisons)."""
-    readers, group = validation
-    current: list[Any] = []
-    try:
-        for reader in readers:
-            reader(current)
-    except Exception:  # _Gone, or a slot that cannot be read any more: recompute
-        return False
-    return _group_holds(current, group)
-
-
 # Readers of slots; each holds weak references only, and raises _Gone when its object died.
 def _live(ref: weakref.ref[Any]) -> Any:
     obj = ref()
@@ -1090,7 +1088,10 @@ def _read_namespace(ref: weakref.ref[type]) -> Reader:
     """A class's member names (one tuple), then its members."""
 
     def read(out: list[Any]) -> None:
-        members = vars(_live(ref))
+        cls = ref()  # _live, inlined: readers run for every promise of a tree
+        if cls is None:
+            raise _Gone
+        members = vars(cls)
         out.append(tuple(members))
         out += members.values()
 
@@ -1099,14 +1100,24 @@ def _read_namespace(ref: weakref.ref[type]) -> Reader:
 
 def _read_members(ref: weakref.ref[type]) -> Reader:
     """A class's members as one tuple."""
-    return lambda out: out.append(tuple(vars(_live(ref)).values()))
+
+    def read(out: list[Any]) -> None:
+        cls = ref()
+        if cls is None:
+            raise _Gone
+        out.append(tuple(vars(cls).values()))
+
+    return read
 
 
 def _read_classes(ref: weakref.ref[type], attribute: str) -> Reader:
     """``__bases__`` or ``__mro__``: their count, then the classes."""
 
     def read(out: list[Any]) -> None:
-        classes = getattr(_live(ref), attribute)
+        cls = ref()
+        if cls is None:
+            raise _Gone
+        classes = getattr(cls, attribute)
         out.append(len(classes))
         out += classes
 
@@ -1161,7 +1172,9 @@ def _read_simple_functions(refs: tuple[weakref.ref[types.FunctionType], ...]) ->
 
     def read(out: list[Any]) -> None:
         for ref in refs:
-            func = _live(ref)
+            func = ref()
+            if func is None:
+                raise _Gone
             out += (
                 func.__code__,
                 func.__defaults__,
@@ -1895,13 +1908,17 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
     busy.add(key)
     try:
         cached = _IDENTITIES.get(key)
-        if (
-            cached is not None
-            and cached[0]() is obj
-            and cached[1]() is base
-            and _still_valid(cached[2])
-        ):
-            return cached[3]
+        if cached is not None and cached[0]() is obj and cached[1]() is base:
+            # _still_valid, inlined: this runs once per promise of a tree
+            readers, group = cached[2]
+            current: list[Any] = []
+            try:
+                for reader in readers:
+                    reader(current)
+            except Exception:  # _Gone, or a slot that cannot be read any more: recompute
+                return _compute(obj, base, key)
+            if _group_holds(current, group):
+                return cached[3]
         return _compute(obj, base, key)
     finally:
         busy.discard(key)

@@ -79,6 +79,7 @@ __all__ = [
     "identity_name",
     "qualified_name",
     "register",
+    "tuple_start",
 ]
 
 logger = logging.getLogger("dagger")
@@ -647,21 +648,47 @@ def _plain(value: Any, depth: int) -> bytes | None:
         return b"f" + _Q(len(text)) + text
     if depth >= _PLAIN_DEPTH:
         return None
+    # Strings and bytes inside containers (ids, names, encoded properties: most of what an id
+    # hashes) are written in place, without a call each.
     if kind is tuple or kind is list:
-        items = [_plain(item, depth + 1) for item in value]
-        if None in items:
-            return None
-        return (b"t" if kind is tuple else b"l") + _Q(len(items)) + b"".join(items)  # type: ignore[arg-type]
+        parts = [b"t" if kind is tuple else b"l", _Q(len(value))]
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str:
+                raw = item.encode("utf-8", "surrogatepass")
+                parts.append(b"s" + _Q(len(raw)) + raw)
+            elif item_kind is bytes:
+                parts.append(b"b" + _Q(len(item)) + item)
+            else:
+                encoded = _plain(item, depth + 1)
+                if encoded is None:
+                    return None
+                parts.append(encoded)
+        return b"".join(parts)
     if kind is dict:
         pairs = []
         for key, item in value.items():
-            encoded_key = _plain(key, depth + 1)
-            encoded_item = _plain(item, depth + 1)
+            if type(key) is str:
+                raw = key.encode("utf-8", "surrogatepass")
+                encoded_key: bytes | None = b"s" + _Q(len(raw)) + raw
+            else:
+                encoded_key = _plain(key, depth + 1)
+            item_kind = type(item)
+            if item_kind is bytes:
+                encoded_item: bytes | None = b"b" + _Q(len(item)) + item
+            elif item_kind is str:
+                raw = item.encode("utf-8", "surrogatepass")
+                encoded_item = b"s" + _Q(len(raw)) + raw
+            else:
+                encoded_item = _plain(item, depth + 1)
             if encoded_key is None or encoded_item is None:
                 return None
-            pairs.append((encoded_key, encoded_item))
+            pairs.append(encoded_key + encoded_item)
+        # Sorting the joined pairs orders them as sorting (key, item) does: no encoding is a
+        # prefix of another (each is tagged and length-prefixed), so two keys first differ
+        # at a byte inside both.
         pairs.sort()
-        return b"d" + _Q(len(pairs)) + b"".join(key + item for key, item in pairs)
+        return b"d" + _Q(len(pairs)) + b"".join(pairs)
     return None
 
 
@@ -712,6 +739,27 @@ def encode(
             path="",
         ) from None
     return bytes(buf)
+
+
+def tuple_start(length: int, *items: Any, code: CodeDigest | None = None) -> bytes:
+    """The first bytes of the canonical encoding of a ``length``-tuple that begins with
+    ``items``: ``tuple_start(3, a, b) + encode(c) == encode((a, b, c))``.
+
+    For hashing many tuples that share their first items (the ids of one parent's children)
+    without encoding those items again.
+
+    Args:
+        length: How many items the whole tuple has.
+        *items: Its first items.
+        code: As for :func:`encode`.
+
+    Raises:
+        ValueError: More items than ``length``.
+        HashingError: As for :func:`encode`.
+    """
+    if len(items) > length:
+        raise ValueError(f"tuple_start() got {len(items)} items for a tuple of {length}.")
+    return b"t" + _Q(length) + b"".join([encode(item, code=code) for item in items])
 
 
 def digest(*parts: Any, what: str = "value", code: CodeDigest | None = None) -> str:

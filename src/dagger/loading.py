@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ._compat import call_method
@@ -86,7 +87,7 @@ def new_root(
     owner: Any,
     sha: str,
     arguments: dict[str, Any],
-    tags: list[str],
+    tags: Sequence[str],
 ) -> ExperimentState:
     """Create and initialise a root state: PROPERTIES and non-hashed arguments set as
     attributes, then ``initialize_state(**arguments)``."""

@@ -70,13 +70,15 @@ class PlanNode:
     _info: RecipeInfo | None = None
     is_root: bool = False
     arguments: dict[str, Any] | None = None
-    tags: list[str] = field(default_factory=list)
+    # Empty tuples until there is something to hold: a rerun plans 100,000 nodes, mostly
+    # untagged, stored leaves, and every list would be one more object for the collector.
+    tags: list[str] | tuple[str, ...] = ()
     functions: dict[str, Any] = field(default_factory=dict)
     function_codes: dict[str, str] = field(default_factory=dict)
-    children: list[PlanNode] = field(default_factory=list)
+    children: list[PlanNode] | tuple[PlanNode, ...] = ()
     stored: bool = False
-    pending: list[str] = field(default_factory=list)
-    new_tags: list[str] = field(default_factory=list)
+    pending: list[str] | tuple[str, ...] = ()
+    new_tags: list[str] | tuple[str, ...] = ()
     work: bool = False
     consumers: int = 0
     keep: bool = False
@@ -133,15 +135,25 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
                 sha,
                 parent,
                 promise.recipe,
-                is_root=promise.is_root,
-                arguments=promise.arguments,
+                None,
+                promise.is_root,
+                promise.arguments,
+                list(dict.fromkeys(promise.tags)) if promise.tags else (),
                 promise=promise,
             )
-            (parent.children if parent else plan_roots).append(node)
-        for tag in promise.tags:
-            if tag not in node.tags:
-                node.tags.append(tag)
-        if path is None:
+            if parent is None:
+                plan_roots.append(node)
+            elif isinstance(parent.children, list):
+                parent.children.append(node)
+            else:
+                parent.children = [node]
+        elif promise.tags:
+            tags = list(node.tags)
+            for tag in promise.tags:
+                if tag not in tags:
+                    tags.append(tag)
+            node.tags = tags
+        if promise.functions and path is None:
             for function in promise.functions:
                 code = function.code_identity()
                 known = node.function_codes.get(function.name)
@@ -154,9 +166,13 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
                     )
                 node.functions[function.name] = function
                 node.function_codes[function.name] = code
-        for child in reversed(promise.children):
-            if path is None or id(child) in path:
-                stack.append((child, node))
+        if promise.children:
+            if path is None:
+                stack.extend([(child, node) for child in reversed(promise.children)])
+            else:
+                stack.extend(
+                    [(child, node) for child in reversed(promise.children) if id(child) in path]
+                )
     return plan_roots
 
 
@@ -198,6 +214,7 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
             known = table.tags_of(sha)
             node.new_tags = [tag for tag in node.tags if tag not in known]
         if node.functions:
+            pending = []
             for name in node.functions:
                 summary = table.result_of(sha, name) if node.stored else None
                 if (
@@ -206,7 +223,8 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
                     or summary[1] != node.function_codes[name]
                     or (not summary[3] and _result_damaged(store, sha, name))
                 ):
-                    node.pending.append(name)
+                    pending.append(name)
+            node.pending = pending
     problems = store.check(stored) if stored else {}
     if problems:
         for node in order:
@@ -214,13 +232,16 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
                 node.stored = False
     _find_siblings(order, table)
     for node in reversed(order):  # children before parents
-        node.consumers = sum(1 for child in node.children if not child.stored) + int(node.keep)
+        children = node.children
+        node.consumers = int(node.keep)
+        if children:  # (most nodes are leaves: no generator each for them)
+            node.consumers += sum(1 for child in children if not child.stored)
         node.work = (
             not node.stored
             or bool(node.pending)
             or bool(node.new_tags)
             or node.keep
-            or any(child.work for child in node.children)
+            or (bool(children) and any(child.work for child in children))
         )
     return failed
 
@@ -307,7 +328,7 @@ def from_wire(wire: dict[str, Any]) -> tuple[PlanNode | None, list[PlanNode]]:
         fields["_info"] = fields.pop("info")
         node = PlanNode(parent=chain[-1] if chain else parent, work=True, **fields)
         if chain:
-            chain[-1].children.append(node)
+            chain[-1].children = [node]
         chain.append(node)
     for node in chain:
         node.consumers = sum(1 for child in node.children if not child.stored)

@@ -73,8 +73,10 @@ class ExperimentStatePromise(Growable):
             snapshot taken when it was applied.
         tags: Tags active when the promise was defined.
         arguments: A root's ``spawn_new_tree`` arguments (None otherwise).
-        children: Promises defined from this one, in the order they were defined.
-        functions: Functions to run on the state once it exists.
+        children: Promises defined from this one, in the order they were defined (an empty
+            tuple until there is one: most promises of a large tree are leaves).
+        functions: Functions to run on the state once it exists (an empty tuple until one
+            is applied).
         stored: Whether the promise stands for an already stored state (grown again after a
             restore), whose recipe this process does not know.
 
@@ -98,10 +100,16 @@ class ExperimentStatePromise(Growable):
         self.recipe = recipe
         self.tags = tuple(tags)
         self.arguments = arguments
-        self.children: list[ExperimentStatePromise] = []
-        self.functions: list[Function] = []
+        # Empty tuples until something is added: no list per leaf for the collector to
+        # traverse (a tree of 100,000 promises is mostly leaves).
+        self.children: list[ExperimentStatePromise] | tuple[()] = ()
+        self.functions: list[Function] | tuple[()] = ()
         self._sha = known_sha
-        self._identity: tuple[str, str, dict[str, Any]] | None = None
+        # The recipe's identity when it was applied, kept as three attributes rather than one
+        # tuple: a tuple holding a dict stays tracked by the collector, one per promise.
+        self._recipe_name: str | None = None
+        self._code: str | None = None
+        self._properties: dict[str, Any] | None = None
         self._info: RecipeInfo | None = None
         self.stored = known_sha is not None
         self._realised: ExperimentState | None = None
@@ -135,9 +143,30 @@ class ExperimentStatePromise(Growable):
                 assert self.arguments is not None
                 self._sha = self.experiment.state_class.root_sha(self.arguments)
             else:
-                self._identity = self.recipe.identity()
-                self._sha = child_sha(self.parent.sha(), self.recipe, self._identity)
+                identity = self.recipe.identity()
+                self._recipe_name, self._code, self._properties = identity
+                self._sha = child_sha(self.parent.sha(), self.recipe, identity)
         return self._sha
+
+    def _identity(self) -> tuple[str, str, dict[str, Any]] | None:
+        """The recipe's identity as it was when applied (None before :meth:`sha`)."""
+        if self._recipe_name is None or self._code is None or self._properties is None:
+            return None
+        return (self._recipe_name, self._code, self._properties)
+
+    def attach_child(self, child: ExperimentStatePromise) -> None:
+        """Record ``child`` as defined from this promise (the experiment calls it)."""
+        if isinstance(self.children, list):
+            self.children.append(child)
+        else:
+            self.children = [child]
+
+    def attach_function(self, function: Function) -> None:
+        """Record ``function`` to run on this promise's state (the experiment calls it)."""
+        if isinstance(self.functions, list):
+            self.functions.append(function)
+        else:
+            self.functions = [function]
 
     def explain(self) -> Explanation:
         """What this state's id is made of: the recipe (or state class) and its parameters (or
@@ -164,7 +193,7 @@ class ExperimentStatePromise(Growable):
                 state_code_identity(state_class, ExperimentState),
                 sha,
             )
-        _, code, properties = self._identity or self.recipe.identity()
+        _, code, properties = self._identity() or self.recipe.identity()
         base = Function if isinstance(self.recipe, Function) else Recipe
         return explain_child(type(self.recipe), base, self.parent.sha(), properties, code, sha)
 
@@ -174,7 +203,7 @@ class ExperimentStatePromise(Growable):
             return None
         if self._info is None:
             self.sha()
-            self._info = self.recipe.info(self._identity)
+            self._info = self.recipe.info(self._identity())
         return self._info
 
     def add_child(self, recipe: Recipe) -> ExperimentStatePromise:

@@ -75,6 +75,8 @@ class Recipe:
     def __call__(self, parent: Any) -> Any:
         """Define the child of ``parent`` (a promise, or a restored state) that this recipe
         produces; nothing runs yet. Returns the child's promise."""
+        if isinstance(parent, Growable):  # a promise: no message to write (100,000 calls)
+            return parent.add_child(self)
         return _growable(parent, f"{type(self).__name__}(...)").add_child(self)
 
     def run(self, state: ExperimentState) -> ExperimentState:
@@ -91,7 +93,7 @@ class Recipe:
         declared = type(self).PROPERTIES
         if declared is not None:
             return list(declared)
-        return sorted(name for name in vars(self) if not name.startswith("_"))
+        return sorted([name for name in vars(self) if not name.startswith("_")])
 
     def properties(self) -> dict[str, Any]:
         """The values that make up the recipe's identity, by name.
@@ -165,9 +167,17 @@ _OBJECT_HOOKS = {
 }
 
 
-# Recipe classes that copy like plain objects (no __slots__, no copy or pickle hooks), by class;
-# weak keys: the cache never keeps a class alive.
-_PLAIN_CLASSES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+# Recipe classes that copy like plain objects (no __slots__, no copy or pickle hooks):
+# id(class) -> (weak reference to the class, whether it does). Weak: the cache never keeps a
+# class alive, and an entry is dropped with its class (a plain dict keyed by id is looked up
+# at C speed; a WeakKeyDictionary made a weak reference per lookup, per promise).
+_PLAIN_CLASSES: dict[int, tuple[weakref.ref[type], bool]] = {}
+
+
+def _forget_plain(key: int, ref: weakref.ref[type]) -> None:
+    entry = _PLAIN_CLASSES.get(key)
+    if entry is not None and entry[0] is ref:
+        del _PLAIN_CLASSES[key]
 
 
 def _copies_plainly(cls: type) -> bool:
@@ -183,9 +193,14 @@ def _plain_copy(recipe: Recipe) -> Recipe | None:
     (a mutable attribute, ``__slots__``, or a class that customises copying or pickling).
     """
     cls = type(recipe)
-    plain = _PLAIN_CLASSES.get(cls)
-    if plain is None:
-        plain = _PLAIN_CLASSES[cls] = _copies_plainly(cls)
+    key = id(cls)
+    entry = _PLAIN_CLASSES.get(key)
+    if entry is not None and entry[0]() is cls:
+        plain = entry[1]
+    else:
+        plain = _copies_plainly(cls)
+        ref = weakref.ref(cls, lambda ref: _forget_plain(key, ref))
+        _PLAIN_CLASSES[key] = (ref, plain)
     namespace = getattr(recipe, "__dict__", None)
     if not plain or namespace is None:
         return None

@@ -25,7 +25,7 @@ import contextlib
 import inspect
 import logging
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -610,7 +610,7 @@ def adopt(
     experiment: Any,
     sha: str,
     parent_id: str | None,
-    tags: list[str],
+    tags: Sequence[str],
     recipe: RecipeInfo | None,
     status: Status = Status.RUNNING,
 ) -> None:
