@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._names import display
+from .environment import TABLE_KEYS
 from .errors import ColumnNotFoundError, InvalidQueryError
 from .record import Status, jsonable
 from .state import ExperimentState, SlimInfo
@@ -242,7 +243,14 @@ class NodeSet(list[ExperimentState]):
         Two columns appear when some state has them: ``mutated.<name>``, the attribute paths
         that Function ``<name>`` changed while computing its result on that state (a result
         computed on a state its Function mutated; empty elsewhere), and ``audit``, the
-        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``)."""
+        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``).
+
+        When some state's record holds the environment it was computed in, the last columns
+        are ``env.python``, ``env.torch``, ``env.cuda``, ``env.device`` (a CUDA device's
+        name, or ``cpu``), ``env.dagger``, ``env.git_commit``, ``env.git_dirty`` and
+        ``env.hostname``; missing (NaN) for states whose record does not hold one (failed
+        states, states stored by a dagger that did not record it). The whole environment is
+        ``state.dagger.environment``."""
         import pandas
 
         backed = _backing(self)
@@ -342,7 +350,7 @@ def _column(node: ExperimentState, name: str) -> Any:
     if name.startswith("result."):
         name = name[len("result.") :]
         return _result_summary(node, name)
-    if name == "audit" or name.startswith("mutated."):
+    if name == "audit" or name.startswith(("mutated.", "env.")):
         return _row(node).get(name, _MISSING)
     if name.startswith("param."):
         name = name[len("param.") :]
@@ -381,7 +389,7 @@ def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
         if node.recipe is not None:
             known.update(node.recipe.params)
         for key in _row(node):
-            if key.startswith(("result.", "param.", "mutated.")) or key == "audit":
+            if key.startswith(("result.", "param.", "mutated.", "env.")) or key == "audit":
                 known.add(key)
     return known
 
@@ -429,6 +437,10 @@ def _row(node: ExperimentState) -> dict[str, Any]:
             row[f"mutated.{name}"] = list(entry.mutated)
     if info.notes.audit is not None:
         row["audit"] = info.notes.audit.outcome
+    environment = info.environment
+    if environment is not None:
+        for key in TABLE_KEYS:
+            row[f"env.{key}"] = environment.get(key)
     return row
 
 
@@ -534,5 +546,13 @@ def _columns(source: Any, rows: list[int]) -> dict[str, list[Any]]:
                 audit[position] = extra["audit"]
         if audit is not None:
             ordered["audit"] = audit
+    environments = table.environment
+    if any(environments[row] is not None for row in rows):
+        # Last: where each state was computed (missing where its record does not say).
+        found = [environments[row] for row in rows]
+        for key in TABLE_KEYS:
+            ordered[f"env.{key}"] = [
+                missing if environment is None else environment.get(key) for environment in found
+            ]
     columns.update(ordered)
     return columns

@@ -17,7 +17,9 @@ in a store's log. In the wire form the parts that repeat across many states (the
 module and code; the state class and dagger version; the PROPERTIES values; the blob list) are
 *shared parts*: stored once, as their own entry, under a key that is a hash of their content
 (:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
-(an identity manifest, an environment) joins :data:`SHARED_FIELDS` and costs one key per state.
+(an identity manifest, the environment) joins :data:`SHARED_FIELDS` and costs one key per state:
+the environment a state was computed in (``environment``, see :mod:`dagger.environment`) is
+one, stored once per distinct environment.
 
 Every entry about a state carries ``seq``: a number larger than that of every entry the writer
 had seen when it wrote it (it writes under the state's lock, after reading everything about the
@@ -371,6 +373,9 @@ class StateRecord:
         payload: Its content's file and checksum.
         blobs: Digests and sizes of the blobs its payload refers to.
         error: Why it failed (failed records only).
+        environment: Where it was computed (:func:`dagger.environment.capture_environment`'s
+            dict, with ``device``); None for a record written before dagger recorded it
+            (format 1, or an older format 2).
         format: The format version the record was written in.
         seq: The store's sequence number of the entry (see the module docstring): orders
             states by creation, and a state's entries among themselves.
@@ -394,6 +399,7 @@ class StateRecord:
     format: int = FORMAT_VERSION
     seq: int = 0
     identity: int = IDENTITY_VERSION
+    environment: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -432,6 +438,8 @@ class StateRecord:
             document["payload"] = self.payload.to_json()
         if self.arguments is not None:
             document["arguments"] = self.arguments
+        if self.environment is not None:
+            document["environment"] = self.environment
         return document
 
     @classmethod
@@ -467,6 +475,9 @@ class StateRecord:
         arguments = document.get("arguments")
         if arguments is not None:
             _expect(arguments, dict, "record `arguments`")
+        environment = document.get("environment")
+        if environment is not None:
+            _expect(environment, dict, "record `environment`")
         return cls(
             id=state_id,
             parent=parent,
@@ -485,6 +496,7 @@ class StateRecord:
             error=ErrorInfo.from_json(error) if error is not None else None,
             format=_field(document, "format", int, what, FORMAT_VERSION),
             identity=_field(document, "identity", int, what, 1),  # format 1: scheme 1
+            environment=environment,
         )
 
 
@@ -830,7 +842,7 @@ def _checksum(document: Any) -> str:
 # -- the wire form (format 2): entries of a store's log ------------------------------------------
 
 #: Record fields stored as shared parts (once per distinct content, referenced by key).
-SHARED_FIELDS = ("recipe", "origin", "properties", "blobs")
+SHARED_FIELDS = ("recipe", "origin", "properties", "blobs", "environment")
 
 #: Characters of a shared part's key: 96 bits of SHA-256, so that distinct parts never collide.
 SHARED_KEY_CHARS = 24
@@ -885,6 +897,8 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
         document["arguments"] = record.arguments
     if record.blobs:
         document["blobs"] = share(record.blobs)
+    if record.environment is not None:
+        document["environment"] = share(record.environment)
     if record.payload is not None:
         info = record.payload
         payload: dict[str, Any] = {"size": info.size, "format": info.format}
@@ -977,6 +991,7 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
         format=FORMAT_VERSION,
         seq=_field(document, "seq", int, what),
         identity=_field(document, "identity", int, what, IDENTITY_VERSION),
+        environment=part("environment", dict),
     )
 
 
