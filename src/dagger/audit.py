@@ -57,7 +57,7 @@ from typing import Any, Literal
 from ._compat import call_method
 from ._names import import_class
 from .compare import StateComparison, compare_states
-from .environment import device_name, environment_changes
+from .environment import GIT_KEYS, capture_environment, environment_changes
 from .errors import (
     ExperimentDefinitionError,
     InvalidArgumentError,
@@ -767,7 +767,8 @@ def _recompute(
 def _recorded_environment_changes(record: StateRecord, environment: Mapping[str, Any]) -> list[str]:
     """Differences between the environment the record holds and the auditing one, on the
     device the recomputation just ran on; a record without one: its dagger version alone."""
-    current = {**environment, "device": device_name()}
+    # Now, after the recomputation: the device it ran on (and CUDA, if it initialised it).
+    current = capture_environment(git={key: environment.get(key) for key in GIT_KEYS})
     if record.environment is not None:
         return environment_changes(record.environment, current)
     if not record.dagger_version:

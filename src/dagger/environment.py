@@ -22,7 +22,9 @@ Keys (a key's value is None when it does not apply, for example ``cuda`` without
 ``hostname``                      ``socket.gethostname()``
 ``dagger``, ``numpy``, ``torch``  versions (``torch``: ``torch.__version__`` when imported)
 ``cuda``                          CUDA version torch was built with, when a GPU is usable
-``cuda_devices``                  names of the visible CUDA devices (a list, empty if none)
+``cuda_devices``                  names of the visible CUDA devices once the process has
+                                  initialised CUDA (a list; empty before, or without a GPU:
+                                  naming them would initialise CUDA)
 ``device``                        what the process computes on: the name of the current CUDA
                                   device once torch has initialised CUDA
                                   (``torch.cuda.get_device_name``), else ``"cpu"``
@@ -148,15 +150,9 @@ def device_name() -> str:
     try:
         if not torch.cuda.is_initialized():
             return "cpu"
-        return _cuda_device_name(int(torch.cuda.current_device()))
+        return _named_devices(int(torch.cuda.device_count()))[int(torch.cuda.current_device())]
     except Exception:  # a broken CUDA setup: the state was not computed on a GPU by torch
         return "cpu"
-
-
-@functools.cache
-def _cuda_device_name(index: int) -> str:
-    torch = sys.modules["torch"]
-    return str(torch.cuda.get_device_name(index))
 
 
 @functools.cache
@@ -200,6 +196,7 @@ def _torch_facts() -> dict[str, Any]:
         return facts
     facts.update(_cuda_facts())
     if facts["cuda"] is not None:
+        facts["cuda_devices"] = _cuda_device_names()
         facts["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
     facts["torch_deterministic"] = bool(torch.are_deterministic_algorithms_enabled())
     facts["torch_threads"] = int(torch.get_num_threads())
@@ -208,17 +205,29 @@ def _torch_facts() -> dict[str, Any]:
 
 @functools.cache
 def _cuda_facts() -> dict[str, Any]:
-    # Devices and library versions do not change within a process; asking is not free.
+    # Library versions do not change within a process; asking is not free.
     torch = sys.modules["torch"]
     if not torch.cuda.is_available():
         return {}
-    count = torch.cuda.device_count()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {
-        "cuda": torch.version.cuda,
-        "cuda_devices": [torch.cuda.get_device_name(index) for index in range(count)],
-        "cudnn": cudnn,
-    }
+    return {"cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def _cuda_device_names() -> list[str]:
+    """The visible CUDA devices' names, once the process has initialised CUDA; until then,
+    none. Naming a device initialises CUDA (a context and its memory on the GPU, and a
+    fork-based process pool started afterwards cannot use CUDA): dagger never does that for
+    a process that computes on the CPU."""
+    torch = sys.modules["torch"]
+    if not torch.cuda.is_initialized():
+        return []
+    return list(_named_devices(int(torch.cuda.device_count())))
+
+
+@functools.cache
+def _named_devices(count: int) -> tuple[str, ...]:
+    torch = sys.modules["torch"]
+    return tuple(str(torch.cuda.get_device_name(index)) for index in range(count))
 
 
 @functools.cache
