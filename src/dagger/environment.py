@@ -170,7 +170,8 @@ def _library_version(name: str) -> str | None:
     module = sys.modules.get(name)
     version = getattr(module, "__version__", None) if module is not None else None
     if isinstance(version, str):
-        return version
+        # A plain str: torch's is a TorchVersion, whose comparisons parse it each time.
+        return str(version)
     return _installed_version(name)
 
 

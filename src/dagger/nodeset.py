@@ -548,11 +548,15 @@ def _columns(source: Any, rows: list[int]) -> dict[str, list[Any]]:
             ordered["audit"] = audit
     environments = table.environment
     if any(environments[row] is not None for row in rows):
-        # Last: where each state was computed (missing where its record does not say).
-        found = [environments[row] for row in rows]
-        for key in TABLE_KEYS:
-            ordered[f"env.{key}"] = [
-                missing if environment is None else environment.get(key) for environment in found
-            ]
+        # Last: where each state was computed (missing where its record does not say). Rows
+        # share a few environments: each one's values are read once, then transposed.
+        unknown = (missing,) * len(TABLE_KEYS)
+        values: dict[int, tuple[Any, ...]] = {id(None): unknown}
+        for environment in {id(e): e for e in map(environments.__getitem__, rows)}.values():
+            if environment is not None:
+                values[id(environment)] = tuple(environment.get(key) for key in TABLE_KEYS)
+        by_row = [values[id(environments[row])] for row in rows]
+        for key, column_values in zip(TABLE_KEYS, zip(*by_row, strict=True), strict=True):
+            ordered[f"env.{key}"] = list(column_values)
     columns.update(ordered)
     return columns
