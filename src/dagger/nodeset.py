@@ -259,6 +259,9 @@ class NodeSet(list[ExperimentState]):
                 return pandas.DataFrame(_columns(*backed))
         rows = [_row(node) for node in self]
         frame = pandas.DataFrame(rows)
+        environment = [column for column in frame.columns if str(column).startswith("env.")]
+        if environment:  # last, as the columns from a table have them
+            frame = frame[[c for c in frame.columns if c not in environment] + environment]
         if not rows:
             frame = pandas.DataFrame(
                 columns=["id", "parent", "depth", "recipe", "tags", "status", "seconds"]
