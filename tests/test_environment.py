@@ -113,11 +113,22 @@ def test_without_a_gpu_there_is_no_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_with_a_gpu_cuda_and_its_devices_are_named():
+    torch.cuda.init()  # devices are named once CUDA is initialised (naming initialises it)
     environment = capture_environment()
     assert environment["cuda"] == torch.version.cuda
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     assert environment["cuda_devices"] == names
     assert environment["cudnn"] == torch.backends.cudnn.version()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capturing_never_initialises_cuda(probe, tmp_path):
+    code = (
+        "import json, torch; from dagger.environment import capture_environment; "
+        "e = capture_environment(); "
+        "print(json.dumps([torch.cuda.is_initialized(), e['device'], e['cuda_devices']]))"
+    )
+    assert probe(None, code=code) == [False, "cpu", []]
 
 
 def test_torch_is_not_imported_to_learn_its_version(probe, tmp_path):

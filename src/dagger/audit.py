@@ -33,8 +33,10 @@ A recipe that cannot be rebuilt that way (defined in a script, code changed sinc
 that are not plain JSON values) is reported, with how to audit from the script instead.
 
 Environment: the report carries the auditing process's environment
-(:func:`dagger.environment.capture_environment`); records do not hold a full environment yet,
-so each state is compared on what its record holds (the dagger version).
+(:func:`dagger.environment.capture_environment`), and each audited state the differences
+between the environment its record holds (the one it was computed in) and the auditing one
+(with the device the recomputation ran on), next to its value differences. A record written
+before dagger recorded environments is compared on what it holds (the dagger version).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from typing import Any, Literal
 from ._compat import call_method
 from ._names import import_class
 from .compare import StateComparison, compare_states
-from .environment import environment_changes
+from .environment import GIT_KEYS, capture_environment, environment_changes
 from .errors import (
     ExperimentDefinitionError,
     InvalidArgumentError,
@@ -132,9 +134,10 @@ class StateAudit:
             (rebuilt from the stored record); empty when not audited before that.
         seconds: Wall time of the recomputation, in seconds.
         recorded_seconds: Wall time recorded when the state was computed, in seconds.
-        environment_changes: What differs between the environment recorded for the state and
-            the auditing one, one line each (``"dagger 0.1.0 -> 0.2.0"``); only the keys the
-            record holds are compared.
+        environment_changes: What differs between the environment the state was computed in
+            (its record's) and the auditing one, one line each (``"torch 2.13.0 -> 2.14.1"``,
+            stored -> audit); a record that holds no environment is compared on its dagger
+            version alone.
     """
 
     state_id: str
@@ -256,7 +259,7 @@ class AuditReport:
                 lines.extend("  " + line for line in _differences(state.comparison))
             if state.environment_changes:
                 lines.append(
-                    f"{state.state_id[:12]} was computed elsewhere: "
+                    f"{state.state_id[:12]} {state.recipe}: environment (stored -> audit): "
                     + "; ".join(state.environment_changes)
                 )
         lines.append("")
@@ -593,6 +596,7 @@ def _audit_one(
                 recipe_source=source,
                 seconds=time.perf_counter() - started,
                 recorded_seconds=record.seconds,
+                environment_changes=tuple(_recorded_environment_changes(record, environment)),
             )
         seconds = time.perf_counter() - started
         comparison = compare_states(stored_state, recomputed, rtol=rtol, atol=atol)
@@ -708,11 +712,15 @@ def _recompute(
 
 
 def _recorded_environment_changes(record: StateRecord, environment: Mapping[str, Any]) -> list[str]:
-    """Differences on the keys of the environment the record holds (today: dagger's version)."""
-    recorded = {"dagger": record.dagger_version} if record.dagger_version else None
-    if recorded is None:
+    """Differences between the environment the record holds and the auditing one, on the
+    device the recomputation just ran on; a record without one: its dagger version alone."""
+    # Now, after the recomputation: the device it ran on (and CUDA, if it initialised it).
+    current = capture_environment(git={key: environment.get(key) for key in GIT_KEYS})
+    if record.environment is not None:
+        return environment_changes(record.environment, current)
+    if not record.dagger_version:
         return []
-    return environment_changes(recorded, {key: environment.get(key) for key in recorded})
+    return environment_changes({"dagger": record.dagger_version}, {"dagger": current["dagger"]})
 
 
 # -- text --------------------------------------------------------------------------------------

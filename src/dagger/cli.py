@@ -1,7 +1,7 @@
 """The ``dagger`` command line: inspect and maintain stored experiments.
 
     dagger show DIR [--depth N]                  the tree, one line per state, indented
-    dagger ls DIR [--tag PATTERN] [--format table|json|csv]
+    dagger ls DIR [--tag PATTERN] [--format table|json|csv] [--env]
                                                  one row per state: ids, recipe, parameters,
                                                  tags, status, timings, results
     dagger draw DIR [-o FILE] [--color COLUMN]   draw the tree to FILE (.png, .svg or .pdf)
@@ -326,8 +326,13 @@ def _ls(args: argparse.Namespace) -> int:
             print(f"dagger ls: {_no_match(args.tag, nodes)}", file=sys.stderr)
             return 1
         nodes = nodes.filter(args.tag)
+    frame = nodes.to_dataframe()
+    if args.format == "table" and not args.env:
+        # The environment columns are wide (a commit, a host name): the table shows them on
+        # request; JSON and CSV always hold them.
+        frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("env.")])
     # Whole-number columns that pandas made float because some rows lack them read as ints.
-    frame = nodes.to_dataframe().convert_dtypes()
+    frame = frame.convert_dtypes()
     if args.format == "csv":
         frame = frame.apply(lambda column: column.map(_json_cell))
         frame.to_csv(sys.stdout, index=False)
@@ -445,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument(
         "--format", choices=LIST_FORMATS, default="table", help="output format (default table)"
+    )
+    listing.add_argument(
+        "--env",
+        action="store_true",
+        help="also show the environment columns (env.python, env.torch, env.device, "
+        "env.git_commit, ...) in the table; JSON and CSV always have them",
     )
     listing.set_defaults(handler=_ls)
 

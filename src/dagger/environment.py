@@ -22,7 +22,12 @@ Keys (a key's value is None when it does not apply, for example ``cuda`` without
 ``hostname``                      ``socket.gethostname()``
 ``dagger``, ``numpy``, ``torch``  versions (``torch``: ``torch.__version__`` when imported)
 ``cuda``                          CUDA version torch was built with, when a GPU is usable
-``cuda_devices``                  names of the visible CUDA devices (a list, empty if none)
+``cuda_devices``                  names of the visible CUDA devices once the process has
+                                  initialised CUDA (a list; empty before, or without a GPU:
+                                  naming them would initialise CUDA)
+``device``                        what the process computes on: the name of the current CUDA
+                                  device once torch has initialised CUDA
+                                  (``torch.cuda.get_device_name``), else ``"cpu"``
 ``cudnn``                         cuDNN version (an int, e.g. ``90100``), when a GPU is usable
 ``cudnn_benchmark``               ``torch.backends.cudnn.benchmark``, when a GPU is usable
 ``torch_deterministic``           ``torch.are_deterministic_algorithms_enabled()``
@@ -53,7 +58,15 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["ENVIRONMENT_VARIABLES", "capture_environment", "environment_changes"]
+__all__ = [
+    "ENVIRONMENT_VARIABLES",
+    "GIT_KEYS",
+    "TABLE_KEYS",
+    "capture_environment",
+    "device_name",
+    "environment_changes",
+    "git_facts",
+]
 
 # The variables that change what a computation does without changing its code: cuBLAS's
 # deterministic workspace, the hash seed (set and dict order), the thread counts of CPU
@@ -70,7 +83,18 @@ ENVIRONMENT_VARIABLES = (
 GIT_TIMEOUT_SECONDS = 10.0
 
 
-def capture_environment(git_directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+#: The keys tables show, as ``env.<key>`` columns (the rest stays in the record).
+TABLE_KEYS = ("python", "torch", "cuda", "device", "dagger", "git_commit", "git_dirty", "hostname")
+
+#: The keys of :func:`git_facts`.
+GIT_KEYS = ("git_commit", "git_dirty", "git_error")
+
+
+def capture_environment(
+    git_directory: str | os.PathLike[str] | None = None,
+    *,
+    git: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the current process computes with (see the module docstring for the keys).
 
     Args:
@@ -79,6 +103,9 @@ def capture_environment(git_directory: str | os.PathLike[str] | None = None) -> 
             script file (notebooks, ``python -c``); a command-line tool that runs the user's
             recipes (``python -m dagger ...``) should pass the user's directory instead.
             ``git`` runs once per process for each directory.
+        git: :func:`git_facts` found by another process (the coordinator of a run on an
+            executor: the user's script is in its repository, not in the worker's
+            ``__main__``); when given, ``git`` is not run and ``git_directory`` is ignored.
 
     Returns:
         A new JSON-serialisable dict each call (the caller may change it).
@@ -87,11 +114,45 @@ def capture_environment(git_directory: str | os.PathLike[str] | None = None) -> 
     environment["numpy"] = _library_version("numpy")
     environment["torch"] = _library_version("torch")
     environment.update(_torch_facts())
-    directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
-    commit, dirty, error = _git_status(directory)
-    environment.update(git_commit=commit, git_dirty=dirty, git_error=error)
+    environment["device"] = device_name()
+    if git is None:
+        git = git_facts(git_directory)
+    environment.update({key: git.get(key) for key in GIT_KEYS})
     environment["env"] = {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES}
     return environment
+
+
+def git_facts(git_directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """``git_commit``, ``git_dirty`` and ``git_error`` of the user's repository (see the
+    module docstring), from one ``git status`` per process and directory.
+
+    Args:
+        git_directory: As for :func:`capture_environment`.
+
+    Returns:
+        A new dict of the three keys (JSON-serialisable).
+    """
+    directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
+    commit, dirty, error = _git_status(directory)
+    return {"git_commit": commit, "git_dirty": dirty, "git_error": error}
+
+
+def device_name() -> str:
+    """The device this process computes on: the current CUDA device's name
+    (``torch.cuda.get_device_name``) once torch has initialised CUDA, else ``"cpu"``.
+
+    Cheap enough to call for every state: torch is never imported, and CUDA is never
+    initialised, for this.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "cpu"
+    try:
+        if not torch.cuda.is_initialized():
+            return "cpu"
+        return _named_devices(int(torch.cuda.device_count()))[int(torch.cuda.current_device())]
+    except Exception:  # a broken CUDA setup: the state was not computed on a GPU by torch
+        return "cpu"
 
 
 @functools.cache
@@ -109,7 +170,8 @@ def _library_version(name: str) -> str | None:
     module = sys.modules.get(name)
     version = getattr(module, "__version__", None) if module is not None else None
     if isinstance(version, str):
-        return version
+        # A plain str: torch's is a TorchVersion, whose comparisons parse it each time.
+        return str(version)
     return _installed_version(name)
 
 
@@ -135,6 +197,7 @@ def _torch_facts() -> dict[str, Any]:
         return facts
     facts.update(_cuda_facts())
     if facts["cuda"] is not None:
+        facts["cuda_devices"] = _cuda_device_names()
         facts["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
     facts["torch_deterministic"] = bool(torch.are_deterministic_algorithms_enabled())
     facts["torch_threads"] = int(torch.get_num_threads())
@@ -143,17 +206,29 @@ def _torch_facts() -> dict[str, Any]:
 
 @functools.cache
 def _cuda_facts() -> dict[str, Any]:
-    # Devices and library versions do not change within a process; asking is not free.
+    # Library versions do not change within a process; asking is not free.
     torch = sys.modules["torch"]
     if not torch.cuda.is_available():
         return {}
-    count = torch.cuda.device_count()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {
-        "cuda": torch.version.cuda,
-        "cuda_devices": [torch.cuda.get_device_name(index) for index in range(count)],
-        "cudnn": cudnn,
-    }
+    return {"cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def _cuda_device_names() -> list[str]:
+    """The visible CUDA devices' names, once the process has initialised CUDA; until then,
+    none. Naming a device initialises CUDA (a context and its memory on the GPU, and a
+    fork-based process pool started afterwards cannot use CUDA): dagger never does that for
+    a process that computes on the CPU."""
+    torch = sys.modules["torch"]
+    if not torch.cuda.is_initialized():
+        return []
+    return list(_named_devices(int(torch.cuda.device_count())))
+
+
+@functools.cache
+def _named_devices(count: int) -> tuple[str, ...]:
+    torch = sys.modules["torch"]
+    return tuple(str(torch.cuda.get_device_name(index)) for index in range(count))
 
 
 @functools.cache
@@ -230,12 +305,13 @@ _LABELS = {
     "torch": "torch",
     "cuda": "cuda",
     "cuda_devices": "cuda devices",
+    "device": "device",
     "cudnn": "cudnn",
     "cudnn_benchmark": "cudnn benchmark",
     "torch_deterministic": "torch deterministic algorithms",
     "torch_threads": "torch threads",
 }
-_GIT_KEYS = ("git_commit", "git_dirty", "git_error")
+_GIT_KEYS = GIT_KEYS
 _VERSION_KEYS = ("dagger", "numpy", "torch")
 
 

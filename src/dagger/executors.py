@@ -301,6 +301,7 @@ def _task(
         "state_class": runner.state_class,
         "keep_going": runner.keep_going,
         "check_read_only": runner.check_read_only,
+        "git": runner.git_facts(),
         "failed_before": sorted(sha for sha in runner.failed_before if sha in shas),
         "segment": to_wire(chain),
         "marker": marker,
@@ -418,6 +419,7 @@ def _run_segment(spec: dict[str, Any]) -> dict[str, Any]:
         progress=False,
         failed_before=set(spec["failed_before"]),
         check_read_only=spec["check_read_only"],
+        git=spec.get("git"),
     )
     parent, chain = from_wire(spec["segment"])
     held = None

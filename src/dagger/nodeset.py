@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._names import display
+from .environment import TABLE_KEYS
 from .errors import ColumnNotFoundError, InvalidQueryError
 from .record import Status, jsonable
 from .state import ExperimentState, SlimInfo
@@ -242,7 +243,14 @@ class NodeSet(list[ExperimentState]):
         Two columns appear when some state has them: ``mutated.<name>``, the attribute paths
         that Function ``<name>`` changed while computing its result on that state (a result
         computed on a state its Function mutated; empty elsewhere), and ``audit``, the
-        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``)."""
+        outcome of the state's last audit (``reproduced``, ``differs`` or ``error``).
+
+        When some state's record holds the environment it was computed in, the last columns
+        are ``env.python``, ``env.torch``, ``env.cuda``, ``env.device`` (a CUDA device's
+        name, or ``cpu``), ``env.dagger``, ``env.git_commit``, ``env.git_dirty`` and
+        ``env.hostname``; missing (NaN) for states whose record does not hold one (failed
+        states, states stored by a dagger that did not record it). The whole environment is
+        ``state.dagger.environment``."""
         import pandas
 
         backed = _backing(self)
@@ -251,6 +259,9 @@ class NodeSet(list[ExperimentState]):
                 return pandas.DataFrame(_columns(*backed))
         rows = [_row(node) for node in self]
         frame = pandas.DataFrame(rows)
+        environment = [column for column in frame.columns if str(column).startswith("env.")]
+        if environment:  # last, as the columns from a table have them
+            frame = frame[[c for c in frame.columns if c not in environment] + environment]
         if not rows:
             frame = pandas.DataFrame(
                 columns=["id", "parent", "depth", "recipe", "tags", "status", "seconds"]
@@ -342,7 +353,7 @@ def _column(node: ExperimentState, name: str) -> Any:
     if name.startswith("result."):
         name = name[len("result.") :]
         return _result_summary(node, name)
-    if name == "audit" or name.startswith("mutated."):
+    if name == "audit" or name.startswith(("mutated.", "env.")):
         return _row(node).get(name, _MISSING)
     if name.startswith("param."):
         name = name[len("param.") :]
@@ -381,7 +392,7 @@ def _known_columns(nodes: Iterable[ExperimentState]) -> set[str]:
         if node.recipe is not None:
             known.update(node.recipe.params)
         for key in _row(node):
-            if key.startswith(("result.", "param.", "mutated.")) or key == "audit":
+            if key.startswith(("result.", "param.", "mutated.", "env.")) or key == "audit":
                 known.add(key)
     return known
 
@@ -429,6 +440,10 @@ def _row(node: ExperimentState) -> dict[str, Any]:
             row[f"mutated.{name}"] = list(entry.mutated)
     if info.notes.audit is not None:
         row["audit"] = info.notes.audit.outcome
+    environment = info.environment
+    if environment is not None:
+        for key in TABLE_KEYS:
+            row[f"env.{key}"] = environment.get(key)
     return row
 
 
@@ -534,5 +549,17 @@ def _columns(source: Any, rows: list[int]) -> dict[str, list[Any]]:
                 audit[position] = extra["audit"]
         if audit is not None:
             ordered["audit"] = audit
+    environments = table.environment
+    if any(environments[row] is not None for row in rows):
+        # Last: where each state was computed (missing where its record does not say). Rows
+        # share a few environments: each one's values are read once, then transposed.
+        unknown = (missing,) * len(TABLE_KEYS)
+        values: dict[int, tuple[Any, ...]] = {id(None): unknown}
+        for environment in {id(e): e for e in map(environments.__getitem__, rows)}.values():
+            if environment is not None:
+                values[id(environment)] = tuple(environment.get(key) for key in TABLE_KEYS)
+        by_row = [values[id(environments[row])] for row in rows]
+        for key, column_values in zip(TABLE_KEYS, zip(*by_row, strict=True), strict=True):
+            ordered[f"env.{key}"] = list(column_values)
     columns.update(ordered)
     return columns

@@ -20,8 +20,9 @@ in a store's log. In the wire form the parts that repeat across many states (the
 module and code; the state class and dagger version; the PROPERTIES values; the blob list) are
 *shared parts*: stored once, as their own entry, under a key that is a hash of their content
 (:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
-(an environment) joins :data:`SHARED_FIELDS` and costs one key per state. The code manifest of
-:class:`Ingredients` is the same for every state of one recipe class and code identity, as the
+(an environment) joins :data:`SHARED_FIELDS` and costs one key per state: the environment a
+state was computed in (``environment``, see :mod:`dagger.environment`) is one, stored once
+per distinct environment. The code manifest of :class:`Ingredients` is the same for every state of one recipe class and code identity, as the
 recipe part is: it is kept inside the recipe part (no key per state at all); a root's, in a
 ``manifest`` part of its own. Per state, only the few digests a value's JSON view cannot give
 back are written (``digests``, usually absent).
@@ -40,6 +41,7 @@ This module is pure: no I/O.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import enum
 import hashlib
@@ -439,6 +441,9 @@ class StateRecord:
         payload: Its content's file and checksum.
         blobs: Digests and sizes of the blobs its payload refers to.
         error: Why it failed (failed records only).
+        environment: Where it was computed (:func:`dagger.environment.capture_environment`'s
+            dict, with ``device``); None for a record written before dagger recorded it
+            (format 1, or an older format 2).
         format: The format version the record was written in.
         seq: The store's sequence number of the entry (see the module docstring): orders
             states by creation, and a state's entries among themselves.
@@ -466,6 +471,7 @@ class StateRecord:
     seq: int = 0
     identity: int = IDENTITY_VERSION
     ingredients: Ingredients | None = None
+    environment: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -506,6 +512,8 @@ class StateRecord:
             document["arguments"] = self.arguments
         if self.ingredients is not None:
             document["ingredients"] = self.ingredients.to_json()
+        if self.environment is not None:
+            document["environment"] = self.environment
         return document
 
     @classmethod
@@ -541,6 +549,9 @@ class StateRecord:
         arguments = document.get("arguments")
         if arguments is not None:
             _expect(arguments, dict, "record `arguments`")
+        environment = document.get("environment")
+        if environment is not None:
+            _expect(environment, dict, "record `environment`")
         return cls(
             id=state_id,
             parent=parent,
@@ -564,6 +575,7 @@ class StateRecord:
                 if document.get("ingredients") is not None
                 else None
             ),
+            environment=environment,
         )
 
 
@@ -909,7 +921,7 @@ def _checksum(document: Any) -> str:
 # -- the wire form (format 2): entries of a store's log ------------------------------------------
 
 #: Record fields stored as shared parts (once per distinct content, referenced by key).
-SHARED_FIELDS = ("recipe", "origin", "properties", "blobs", "manifest")
+SHARED_FIELDS = ("recipe", "origin", "properties", "blobs", "manifest", "environment")
 
 #: Characters of a shared part's key: 96 bits of SHA-256, so that distinct parts never collide.
 SHARED_KEY_CHARS = 24
@@ -918,6 +930,22 @@ SHARED_KEY_CHARS = 24
 def shared_key(part: Any) -> str:
     """The key a shared part is stored under: a hash of its canonical JSON."""
     return hashlib.sha256(dumps(part)).hexdigest()[:SHARED_KEY_CHARS]
+
+
+# The last environment's key: a run records thousands of states in one environment, and
+# hashing its canonical JSON cost more than the rest of a record's wire form; comparing it
+# with a copy of the last one costs a twentieth of that.
+_last_environment: tuple[dict[str, Any], str] | None = None
+
+
+def _environment_key(environment: dict[str, Any]) -> str:
+    global _last_environment
+    last = _last_environment
+    if last is not None and last[0] == environment:
+        return last[1]
+    key = shared_key(environment)
+    _last_environment = (copy.deepcopy(environment), key)
+    return key
 
 
 def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -975,6 +1003,10 @@ def record_to_wire(record: StateRecord) -> tuple[dict[str, Any], dict[str, Any]]
             document["manifest"] = share(ingredients.shared_part())
         if ingredients.digests:
             document["digests"] = ingredients.digests
+    if record.environment is not None:
+        key = _environment_key(record.environment)
+        parts[key] = record.environment
+        document["environment"] = key
     if record.payload is not None:
         info = record.payload
         payload: dict[str, Any] = {"size": info.size, "format": info.format}
@@ -1108,6 +1140,7 @@ def record_from_wire(document: Any, parts: Mapping[str, Any]) -> StateRecord:
         seq=_field(document, "seq", int, what),
         identity=_field(document, "identity", int, what, IDENTITY_VERSION),
         ingredients=ingredients,
+        environment=part("environment", dict),
     )
 
 

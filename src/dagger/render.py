@@ -214,7 +214,7 @@ def facts(state: ExperimentState) -> StateFacts:
     errors = stored_results.errors if isinstance(stored_results, Results) else {}
     status = info.status.value
     error = info.error
-    environment = getattr(info.record, "environment", None) if info.record else None
+    environment = info.environment  # from the table for a restored state: no record is read
     return StateFacts(
         id=state.sha() or "",
         parent=info.parent_id,
@@ -229,7 +229,7 @@ def facts(state: ExperimentState) -> StateFacts:
         results=results,
         result_reprs=frozenset(reprs),
         function_errors={str(key): value.to_json() for key, value in errors.items()},
-        environment=dict(environment) if isinstance(environment, Mapping) else None,
+        environment=environment,
         mutated=mutated,
         audit=info.notes.audit.outcome if info.notes.audit is not None else None,
     )

@@ -46,6 +46,7 @@ from ._compat import call_method
 from ._names import class_path, short_id
 from ._version import __version__
 from .digest import StateDigest, digest_changes, state_digest
+from .environment import capture_environment, device_name, git_facts
 from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError, StoreError
 from .explain import Explanation, explain_record, ingredients_of, kept_digests
 from .identity import state_code_identity
@@ -441,6 +442,9 @@ class Runner:
         log_interval: Seconds between two summaries in the log.
         check_read_only: Digest each state before and after each Function that runs on it,
             to catch and undo a Function that changes it (default). False skips the digests.
+        git: The user's git facts (:func:`dagger.environment.git_facts`) as the coordinator
+            of a run on an executor found them; None (in the process that runs the script):
+            found here, once per process.
     """
 
     def __init__(
@@ -454,6 +458,7 @@ class Runner:
         failed_before: set[str] | None = None,
         log_interval: float = DEFAULT_INTERVAL,
         check_read_only: bool = True,
+        git: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.state_class = state_class
@@ -472,6 +477,25 @@ class Runner:
         self.check_read_only = check_read_only
         #: Code manifests by (recipe class, code identity), for the records of this run.
         self._manifests: dict[tuple[type, str], tuple[dict[str, str], ...]] = {}
+        self.git = git
+        # The environment states are computed in, captured when the first one is recorded
+        # (after its recipe ran: settings it made count) and reused, once per device, for
+        # the rest of the run: one dict shared by every record (stored once, as a shared part).
+        self._environments: dict[str, dict[str, Any]] = {}
+
+    def git_facts(self) -> dict[str, Any]:
+        """The user's git facts for this run (found once per process), to hand to workers."""
+        if self.git is None:
+            self.git = git_facts()
+        return self.git
+
+    def environment(self) -> dict[str, Any]:
+        """The environment of the state being recorded (:mod:`dagger.environment`)."""
+        device = device_name()
+        found = self._environments.get(device)
+        if found is None:
+            found = self._environments[device] = capture_environment(git=self.git_facts())
+        return found
 
     # -- the run as a whole ----------------------------------------------------------------------
 
@@ -812,6 +836,7 @@ class Runner:
                 arguments=jsonable(node.arguments) if node.is_root else None,
                 dagger_version=__version__,
                 ingredients=self._ingredients(node),
+                environment=self.environment(),
             )
             state.dagger.record = self.store.save(node.sha, state, record)
             for hook in list(state.save_post_hooks):

@@ -102,6 +102,10 @@ class StateInfo:
         root: Whether it is a root (``state.root_state``).
         slim: Whether only these facts are loaded (``state.slim_loaded``).
         from_cache: Whether its content was loaded from the store (``state.from_cache``).
+        environment: Where it was computed (a dict: python, torch, cuda, device, dagger,
+            git commit and dirtiness, hostname, ...; see :mod:`dagger.environment`), or None
+            when its record does not say (not computed yet, failed, or stored by a dagger
+            that did not record it).
     """
 
     __slots__ = (
@@ -177,6 +181,13 @@ class StateInfo:
                 state_id=self.id,
             )
         return explain_record(record)
+
+    @property
+    def environment(self) -> dict[str, Any] | None:
+        """Where it was computed (see :mod:`dagger.environment`), or None if not recorded.
+        A copy: records share one environment."""
+        found = self.record.environment if self.record is not None else None
+        return dict(found) if found is not None else None
 
     def __repr__(self) -> str:
         return f"StateInfo(id={short_id(self.id)}, status={self.status.value}, depth={self.depth})"
@@ -762,3 +773,9 @@ class SlimInfo(StateInfo):
     def created(self) -> str | None:
         """When it was computed (ISO 8601, UTC), or None."""
         return self.source.table.created[self.row] or None
+
+    @property
+    def environment(self) -> dict[str, Any] | None:
+        """Where it was computed, read from the table (no record is read), or None."""
+        found = self.source.table.environment[self.row]
+        return dict(found) if found is not None else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._names import short_id
+from .environment import environment_changes
 from .errors import StateNotFoundError
 from .loading import slim_state
 from .nodeset import NodeSet
@@ -67,11 +68,16 @@ class LineageDiff:
         common: The shared path, root to the last common ancestor.
         only_a: The steps after it that lead to the first state.
         only_b: The steps after it that lead to the second state.
+        environment: What differs between the environments the two states were computed in,
+            one line each (``"torch 2.13.0 -> 2.14.1"``, ``"git 1a2b3c4d5e6f -> 4d5e6f7a8b9c
+            (dirty)"``; see :func:`dagger.environment.environment_changes`); empty when they
+            match or neither record holds one.
     """
 
     common: Lineage
     only_a: Lineage
     only_b: Lineage
+    environment: tuple[str, ...] = ()
 
     @property
     def ancestor(self) -> ExperimentState | None:
@@ -115,6 +121,7 @@ class LineageDiff:
                     lines.append(f"step {index}: the same {left} on both (after different steps)")
             else:
                 lines.append(f"step {index}: {left or '-'} vs {right or '-'}")
+        lines.extend(f"environment: {change}" for change in self.environment)
         return "\n".join(lines)
 
 
@@ -387,6 +394,9 @@ class StaticExperimentTree:
             common=Lineage(first[:shared]),
             only_a=Lineage(first[shared:]),
             only_b=Lineage(second[shared:]),
+            environment=tuple(
+                environment_changes(first[-1].dagger.environment, second[-1].dagger.environment)
+            ),
         )
 
     # -- display (drawing lives in dagger/render.py, imported only when asked) ----------------

@@ -58,6 +58,7 @@ _COLUMNS = (
     "blobs",
     "ntags",
     "results",
+    "env",
 )
 
 
@@ -86,6 +87,7 @@ _INT_COLUMNS = frozenset(
         "psize",
         "blobs",
         "ntags",
+        "env",
     }
 )
 
@@ -159,6 +161,8 @@ class Catalog:
         self.psize: list[int] = []
         self.pfile: dict[int, str] = {}
         self.blobs: list[int] = []
+        # the environment it was computed in (an index into envsets; -1: not recorded)
+        self.env: list[int] = []
         # notes
         self.ntags: list[int] = []
         self.results: list[dict[str, list[Any]] | None] = []
@@ -174,6 +178,9 @@ class Catalog:
         self.blobsets: list[dict[str, int]] = []
         self.blob_keys: list[str] = []
         self._blob_no: dict[str, int] = {}
+        self.envsets: list[dict[str, Any]] = []
+        self.env_keys: list[str] = []
+        self._env_no: dict[str, int] = {}
         self.tagsets: list[tuple[str, ...]] = [()]
         self._tagset_no: dict[tuple[str, ...], int] = {(): 0}
         self.codes: list[str] = []
@@ -242,7 +249,7 @@ class Catalog:
             column.append(-1)
         for column in (self.noff, self.rseq, self.fseq, self.nseq, self.mseq, self.dseq):
             column.append(-1)
-        for column in (self.recipe, self.props, self.blobs):
+        for column in (self.recipe, self.props, self.blobs, self.env):
             column.append(-1)
         self.root.append(False)
         self.mark.append(0)
@@ -287,6 +294,9 @@ class Catalog:
             self.pfile[row] = info.file
         self.blobs[row] = self._interned(
             refs.get("blobs"), record.blobs, self.blobsets, self.blob_keys, self._blob_no
+        )
+        self.env[row] = self._interned(
+            refs.get("environment"), record.environment, self.envsets, self.env_keys, self._env_no
         )
         return True
 
@@ -538,6 +548,8 @@ class Catalog:
         table.tags = [self.tags(row) for row in rows]
         propsets = self.propsets
         table.properties = [propsets[p] if (p := self.props[row]) >= 0 else _EMPTY for row in rows]
+        envsets = self.envsets
+        table.environment = [envsets[e] if (e := self.env[row]) >= 0 else None for row in rows]
         table.seconds = [self.seconds[row] for row in rows]
         table.created = [self.created[row] for row in rows]
         table.results = [self.result_summaries(row) for row in rows]
@@ -564,6 +576,7 @@ class Catalog:
             recipes=[list(item) for item in self.recipes],
             propsets=self.prop_keys,
             blobsets=self.blob_keys,
+            envsets=self.env_keys,
             tagsets=[list(tags) for tags in self.tagsets],
             codes=self.codes,
             logs=self.logs,
@@ -621,6 +634,9 @@ class Catalog:
         catalog.blob_keys = list(document["blobsets"])
         catalog.blobsets = [shared[key] for key in catalog.blob_keys]
         catalog._blob_no = {key: number for number, key in enumerate(catalog.blob_keys)}
+        catalog.env_keys = list(document["envsets"])
+        catalog.envsets = [shared[key] for key in catalog.env_keys]
+        catalog._env_no = {key: number for number, key in enumerate(catalog.env_keys)}
         catalog.tagsets = [tuple(tags) for tags in document["tagsets"]]
         catalog._tagset_no = {tags: number for number, tags in enumerate(catalog.tagsets)}
         catalog.codes = list(document["codes"])

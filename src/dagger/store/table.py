@@ -65,6 +65,9 @@ class SlimTable:
         properties: The state class's PROPERTIES values, by row (shared between rows).
         seconds: Wall time of the recipe, by row (None if not recorded).
         created: When the state was computed (ISO 8601), by row.
+        environment: The environment it was computed in (the record's ``environment``), by
+            row; shared between rows; None where not recorded (failed states, records
+            written before dagger recorded it).
         results: Recorded Function results by name (see :data:`ResultSummary`), or None.
         extras: By row, the facts of the notes few states have: ``audit`` (the outcome of
             the last audit) and ``mutated`` (result name -> the attribute paths its Function
@@ -86,6 +89,7 @@ class SlimTable:
     properties: list[dict[str, Any]] = field(default_factory=list)
     seconds: list[float | None] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    environment: list[dict[str, Any] | None] = field(default_factory=list)
     results: list[dict[str, ResultSummary] | None] = field(default_factory=list)
     extras: dict[int, dict[str, Any]] = field(default_factory=dict)
     reader: Any = None
