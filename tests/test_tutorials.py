@@ -74,7 +74,10 @@ def snapshot(directory: Path, ignore: set[Path]) -> dict[str, int]:
 def study(tmp_path_factory):
     """The study run once with one epoch per training: its store and what it printed."""
     directory = tmp_path_factory.mktemp("study") / "pruning_study"
-    return directory, run_study(directory, "--epochs", "1").stdout
+    process = run_study(directory, "--epochs", "1")
+    # Its Functions only read the states they evaluate: dagger checks it and would say so.
+    assert "changed the state" not in process.stdout + process.stderr
+    return directory, process.stdout
 
 
 def test_study_help():
@@ -228,3 +231,21 @@ def test_execution_diagram_is_rendered():
     assert "plantuml -tpng extras/web-sequence.txt" in text  # the render command, on top
     assert "@startuml" in text and "@enduml" in text
     assert (REPO / "extras" / "web-sequence.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_the_study_with_other_settings_in_the_same_store(study, tmp_path):
+    """A researcher edits the settings and runs again into the same store: the analysis is of
+    the tree the run defined, the other setting's states stay beside it."""
+    directory, first_stdout = study
+    copy = tmp_path / "pruning_study"
+    shutil.copytree(directory, copy)
+
+    stdout = run_study(copy, "--epochs", "2").stdout
+
+    assert "Computed 25 states (1 already stored)" in stdout  # the root is shared
+    table = parse_table(stdout)
+    assert set(table) == {(method, level) for method in METHODS for level in LEVELS}
+    # The first setting's table is still what a run with its settings prints.
+    again = run_study(copy, "--epochs", "1").stdout
+    assert "Nothing to compute: all 26 states were served from the store." in again
+    assert parse_table(again) == parse_table(first_stdout)

@@ -108,12 +108,21 @@ def train_epochs(
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    """Fraction of the examples in ``loader`` that ``model`` classifies correctly."""
+    """Fraction of the examples in ``loader`` that ``model`` classifies correctly.
+
+    The model is put in eval mode for the measure and given back in the mode it was in: a
+    Function must leave the state it reads as it found it (dagger checks, and says when not).
+    """
+    was_training = model.training
     model.eval()
     correct = total = 0
-    for images, labels in loader:
-        correct += int((model(images).argmax(dim=1) == labels).sum())
-        total += len(labels)
+    try:
+        with torch.no_grad():
+            for images, labels in loader:
+                correct += int((model(images).argmax(dim=1) == labels).sum())
+                total += len(labels)
+    finally:
+        model.train(was_training)
     return correct / total
 
 

@@ -152,12 +152,18 @@ def evaluate(state: DigitsState) -> dict[str, float]:
 # -- the study -------------------------------------------------------------------------------
 
 
-def build_tree(exp: dg.Experiment, epochs: int, lr: float = 0.003, seed: int = 0) -> None:
-    """Define every state of the study (lazily: nothing runs here)."""
+def build_tree(exp: dg.Experiment, epochs: int, lr: float = 0.003, seed: int = 0) -> set[str]:
+    """Define every state of the study (lazily: nothing runs here); returns their ids.
+
+    The store may hold more than this tree (a run with other ``--epochs`` or another ``lr``
+    adds its states beside these): the analysis below uses the states these ids name.
+    """
+    promises = []
     test = dg.Function(evaluate, name="test")
     with exp.tag("dense"):
         root = exp.spawn_new_tree(seed=seed, lr=lr)
         trained = Train(epochs)(root)
+    promises += [root, trained]
     test(root)
     test(trained)
     for method in METHODS:
@@ -166,9 +172,14 @@ def build_tree(exp: dg.Experiment, epochs: int, lr: float = 0.003, seed: int = 0
                 pruned = Prune(method, level)(trained)
                 test(pruned)
                 with exp.tag("finetune"):
-                    test(FineTune(epochs, lr)(pruned))
+                    finetuned = FineTune(epochs, lr)(pruned)
+                    test(finetuned)
                 with exp.tag("rewind"):
-                    test(Train(epochs)(Rewind()(pruned)))
+                    rewound = Rewind()(pruned)
+                    retrained = Train(epochs)(rewound)
+                    test(retrained)
+                promises += [pruned, finetuned, rewound, retrained]
+    return {promise.sha() for promise in promises}
 
 
 def run(exp: dg.Experiment, workers: int) -> dg.RunReport:
@@ -180,9 +191,9 @@ def run(exp: dg.Experiment, workers: int) -> dg.RunReport:
         return exp.run(executor=executor)
 
 
-def branches(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
+def branches(study: dg.NodeSet) -> pandas.DataFrame:
     """One row per evaluated state below Prune: its method, level, branch and test results."""
-    frame = tree.nodes.filter("method:*").to_dataframe()
+    frame = study.filter("method:*").to_dataframe()
     # Which branch a state is on is told by the recipe that produced it. The Rewind states
     # themselves (untrained, with a mask) are left out: their Train child is the result.
     names = {"Prune": "pruned", "FineTune": "finetune", "Train": "rewind"}
@@ -195,19 +206,19 @@ def branches(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
     return frame
 
 
-def results_table(tree: dg.StaticExperimentTree) -> pandas.DataFrame:
+def results_table(study: dg.NodeSet) -> pandas.DataFrame:
     """Test accuracy by pruning method and level (rows) and what followed pruning (columns)."""
-    table = branches(tree).pivot(
+    table = branches(study).pivot(
         index=["method", "level"], columns="branch", values="result.test.accuracy"
     )
     return table[["pruned", "finetune", "rewind"]].reset_index()
 
 
-def accuracy_plot(tree: dg.StaticExperimentTree, path: Path) -> Figure:
+def accuracy_plot(study: dg.NodeSet, path: Path) -> Figure:
     """Test accuracy against the fraction of weights removed, one panel per pruning method and
     one line per branch (the dense network is the point at sparsity 0), written to ``path``."""
-    frame = branches(tree)
-    dense = tree.nodes.filter("dense").of_recipe(Train).to_dataframe().assign(branch="dense")
+    frame = branches(study)
+    dense = study.filter("dense").of_recipe(Train).to_dataframe().assign(branch="dense")
     columns = {
         "result.test.sparsity": "sparsity (fraction of weights removed)",
         "result.test.accuracy": "test accuracy",
@@ -245,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     exp = dg.Experiment(args.directory, DigitsState)
-    build_tree(exp, args.epochs)
+    ids = build_tree(exp, args.epochs)
     report = run(exp, args.workers)
     if report.computed == 0:
         print(f"Nothing to compute: all {report.cached} states were served from the store.")
@@ -257,10 +268,11 @@ def main(argv: list[str] | None = None) -> None:
 
     # Analysis reads the store back: slim states (records and results, no weights), fast.
     tree = dg.Experiment.restore(args.directory).graph
-    dense = tree.nodes.filter("dense").of_recipe(Train)[0]
+    study = tree.nodes.select(lambda state: state.sha() in ids)  # this run's tree, not others
+    dense = study.filter("dense").of_recipe(Train)[0]
     print(f"\nTest accuracy of the trained dense network: {dense.dagger.results['test']['accuracy']:.3f}")
     print("Test accuracy after pruning (pruned: before any retraining):")
-    print(results_table(tree).to_string(index=False, float_format="{:.3f}".format))
+    print(results_table(study).to_string(index=False, float_format="{:.3f}".format))
 
     # Pictures, next to the store: the tree coloured by accuracy, accuracy against sparsity,
     # and one HTML page with both, a table of every state and their details (opens offline).
@@ -272,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{error}\nThe tree of {len(tree)} states is described in {source}.")
     else:
         print(f"\nThe tree of {len(tree)} states is drawn in {drawing}")
-    figure = accuracy_plot(tree, args.directory / "accuracy.png")
+    figure = accuracy_plot(study, args.directory / "accuracy.png")
     print(f"Accuracy against sparsity is plotted in {args.directory / 'accuracy.png'}")
     report = tree.report(
         args.directory / "report.html",
