@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     tree = dg.Experiment.restore(args.directory).graph
     study = tree.nodes.select(lambda state: state.sha() in ids)  # this run's tree, not others
     dense = study.filter("dense").of_recipe(Train)[0]
-    print(f"\nTest accuracy of the trained dense network: {dense.dagger.results['test']['accuracy']:.3f}")
+    dense_accuracy = dense.dagger.results["test"]["accuracy"]
+    print(f"\nTest accuracy of the trained dense network: {dense_accuracy:.3f}")
     print("Test accuracy after pruning (pruned: before any retraining):")
     print(results_table(study).to_string(index=False, float_format="{:.3f}".format))
 
