@@ -585,3 +585,36 @@ def test_dagger_rm_during_a_run_corrupts_nothing(cli, tmp_path, subprocess_env, 
     exp = dg.Experiment(exp_dir, CounterState)
     root = exp.spawn_new_tree(start=1)
     assert exp.get(Multiply(2)(Add(1)(root))).value == 4
+
+
+def test_prune_from_a_script_curates_only_the_tree_it_defined(
+    cli, study, exp_dir, tmp_path, subprocess_env, call_log
+):
+    """A store that also holds another tree (older code, other settings): a script's
+    exp.prune ranks and prunes its own tree, as exp.audit audits it; the rest is untouched."""
+    study(exp_dir)  # the first tree: root start=1, best leaf accuracy 10
+    first = {row["id"] for row in table(cli, exp_dir)}
+    other = STUDY.replace("start=1", "start=0").replace(
+        "exp.run(progress=False)",
+        'exp.run(progress=False)\n    print(exp.prune("top 1 by result.evaluate.accuracy"))',
+    )
+    (tmp_path / "other.py").write_text(other)
+    process = subprocess.run(
+        [sys.executable, "other.py", str(exp_dir)],
+        cwd=tmp_path,
+        env={**subprocess_env, "DAGGER_TEST_LOG": str(call_log)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "left as they are" in process.stdout
+    rows = table(cli, exp_dir)
+    ids = {row["id"]: row for row in rows}
+    second = [row for row in rows if row["id"] not in first]
+    assert len(first) == len(second) == 11
+    assert all(ids[state_id]["status"] == "done" for state_id in first)  # its 10 did not compete
+    kept = {row["id"] for row in second if row["status"] == "done"}
+    best = max(second, key=lambda row: row.get("result.evaluate.accuracy") or -1)
+    assert best["result.evaluate.accuracy"] == 5.0
+    assert kept == {best["id"], best["parent"], ids[best["parent"]]["parent"]}

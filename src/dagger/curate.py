@@ -27,7 +27,7 @@ import contextlib
 import math
 import numbers
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -453,8 +453,10 @@ def prune(
     dry_run: bool = False,
     rule: str | None = None,
     notes: Iterable[str] = (),
+    scope: Collection[str] | None = None,
 ) -> CurationReport:
-    """Keep ``chosen`` and all their ancestors; prune the payload of every other stored state.
+    """Keep ``chosen`` and all their ancestors; prune the payload of every other stored state
+    (of ``scope`` only, when given; states outside it are left as they are).
 
     Args:
         store: The store (a format-1 folder must have been converted by the caller).
@@ -463,6 +465,7 @@ def prune(
         dry_run: Only report.
         rule: The keep rule, for the report.
         notes: Remarks for the report.
+        scope: The ids that may be pruned (None: every state of the store).
     """
     kept: set[str] = set()
     for state_id in chosen:
@@ -473,7 +476,7 @@ def prune(
     targets = [
         state_id
         for state_id, status in zip(table.ids, table.status, strict=True)
-        if status is Status.DONE and state_id not in kept
+        if status is Status.DONE and state_id not in kept and (scope is None or state_id in scope)
     ]
     notes = list(notes)
     idle = [state_id for state_id in chosen if table.status_of(state_id) is not Status.DONE]

@@ -556,6 +556,11 @@ class Experiment:
     ) -> curating.CurationReport:
         """Keep the best states and all their ancestors; drop the payloads of all others.
 
+        Which states: when this Experiment defined a tree (``spawn_new_tree`` in a script),
+        the states of that tree only (as :meth:`audit`): a store that also holds states of
+        earlier code or other settings keeps those as they are. An Experiment from
+        :meth:`restore` (and ``dagger prune``) curates every state of the store.
+
         Every other stored state keeps its record with status ``pruned``: tables, lineage and
         drawings still show it (with its results), and a later run computes it again only
         when it needs it (a child or a Function to compute, ``get()``). Blobs no remaining
@@ -594,15 +599,28 @@ class Experiment:
                 per=per,
             )
         table = self._curation_table(dry_run)
+        scope = None
+        if any(promise.is_root for promise in self._roots):  # the script's own tree, as audit
+            scope = set(auditing.definitions(self._roots))
         if rule is not None:
             frame = StaticExperimentTree.from_store(
                 self, self.state_class, self.store, table
             ).nodes.to_dataframe()
+            if scope is not None:
+                frame = frame[frame["id"].isin(scope)]
             chosen, notes = curating.choose_best(frame, rule, per)
         else:
             chosen = resolve_ids(ids_of(keep, "prune()"), table.ids)
+        if scope is not None:
+            notes.append(
+                f"Only the {len(scope)} states of the tree this Experiment defined compete and "
+                "may be pruned; the store's other states are left as they are (prune a "
+                "restored Experiment, or run `dagger prune`, to curate the whole store)."
+            )
         shown = None if rule is None else str(rule) + (f" per {per}" if per else "")
-        report = curating.prune(self.store, table, chosen, dry_run=dry_run, rule=shown, notes=notes)
+        report = curating.prune(
+            self.store, table, chosen, dry_run=dry_run, rule=shown, notes=notes, scope=scope
+        )
         if not dry_run and report.states:
             self._after_curation()
         return report

@@ -21,11 +21,11 @@ module and code; the state class and dagger version; the PROPERTIES values; the 
 *shared parts*: stored once, as their own entry, under a key that is a hash of their content
 (:func:`shared_key`), and referenced by that key. A field added later that repeats the same way
 (an environment) joins :data:`SHARED_FIELDS` and costs one key per state: the environment a
-state was computed in (``environment``, see :mod:`dagger.environment`) is one, stored once
-per distinct environment. The code manifest of :class:`Ingredients` is the same for every state of one recipe class and code identity, as the
-recipe part is: it is kept inside the recipe part (no key per state at all); a root's, in a
-``manifest`` part of its own. Per state, only the few digests a value's JSON view cannot give
-back are written (``digests``, usually absent).
+state was computed in (``environment``, see :mod:`dagger.environment`) is one, stored once per
+distinct environment. The code manifest of :class:`Ingredients` is the same for every state of
+one recipe class and code identity, as the recipe part is: it is kept inside the recipe part (no
+key per state at all); a root's, in a ``manifest`` part of its own. Per state, only the few
+digests a value's JSON view cannot give back are written (``digests``, usually absent).
 
 Every entry about a state carries ``seq``: a number larger than that of every entry the writer
 had seen when it wrote it (it writes under the state's lock, after reading everything about the
