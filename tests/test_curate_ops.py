@@ -22,6 +22,7 @@ import pytest
 from helpers import Add, CounterState, Multiply, read_log
 
 import dagger as dg
+from dagger.record import IDENTITY_VERSION
 from dagger.store import DirectoryStore
 
 TESTS = Path(__file__).parent
@@ -618,3 +619,48 @@ def test_prune_from_a_script_curates_only_the_tree_it_defined(
     best = max(second, key=lambda row: row.get("result.evaluate.accuracy") or -1)
     assert best["result.evaluate.accuracy"] == 5.0
     assert kept == {best["id"], best["parent"], ids[best["parent"]]["parent"]}
+
+
+def test_rm_refuses_the_current_identity_scheme(cli, study, exp_dir):
+    """--identity names an older scheme to clear out; the current one is every state runs
+    reuse, so asking for it is a mistake, refused before anything is touched."""
+    study(exp_dir)
+    before = files(exp_dir)
+    result = cli("rm", exp_dir, "--identity", str(IDENTITY_VERSION))
+    assert result.returncode == 2
+    assert "is the one this dagger computes ids with" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert files(exp_dir) == before
+
+
+@pytest.mark.parametrize("keep", ["empty", "typo"])
+def test_prune_refuses_to_keep_nothing(study, exp_dir, keep):
+    """An empty selection (a typo in a query) would prune every state: refused."""
+    study(exp_dir)
+    before = files(exp_dir)
+    exp = dg.Experiment.restore(exp_dir)
+    nodes = exp.graph.nodes
+    selection = nodes.where(factor=99) if keep == "typo" else []
+    with pytest.raises(dg.InvalidArgumentError, match="Nothing to keep"):
+        exp.prune(selection)
+    assert files(exp_dir) == before
+
+
+def test_a_removal_marks_children_before_parents(study, exp_dir):
+    """Stopped half-way (Ctrl-C, a kill), a removal leaves whole subtrees: every state's
+    marker is written after those of its descendants, so none is left without its parent."""
+    from dagger.store.frames import Kind, scan
+
+    study(exp_dir)
+    exp = dg.Experiment.restore(exp_dir)
+    method = exp.graph.nodes.of_recipe("Add")[0]
+    exp.remove(method)
+    order = []
+    for log in sorted((exp_dir / "log").glob("*.log")):
+        frames, _ = scan(log.read_bytes())
+        for frame in frames:
+            if getattr(frame, "kind", None) is Kind.MARKER:
+                entry = json.loads(frame.document)
+                if entry["kind"] == "removed":
+                    order.append(entry["id"])
+    assert len(order) == 5 and order[-1] == method.sha()  # four leaves, then their parent

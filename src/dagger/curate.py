@@ -38,7 +38,7 @@ from .errors import (
     InvalidQueryError,
 )
 from .nodeset import suggest
-from .record import INLINE, Status
+from .record import IDENTITY_VERSION, INLINE, Status
 from .store import DirectoryStore, Store
 from .store.table import SlimTable
 
@@ -579,6 +579,14 @@ def select(
     """
     import fnmatch
 
+    if identity is not None and identity >= IDENTITY_VERSION:
+        raise InvalidArgumentError(
+            f"identity={identity}: scheme {IDENTITY_VERSION} is the one this dagger computes "
+            "ids with, so its states are the ones runs reuse; removing by identity is for "
+            f"older schemes ({', '.join(map(str, range(1, IDENTITY_VERSION)))}). Nothing was "
+            "removed. To empty the store, remove its folder.",
+            identity=identity,
+        )
     chosen = []
     for row, state_id in enumerate(table.ids):
         if (

@@ -611,6 +611,19 @@ class Experiment:
             chosen, notes = curating.choose_best(frame, rule, per)
         else:
             chosen = resolve_ids(ids_of(keep, "prune()"), table.ids)
+        if not chosen:
+            what = (
+                f"no state{' of this tree' if scope is not None else ''} has a number in "
+                f"{rule.column!r}"
+                if rule is not None
+                else f"keep={keep!r} names no state"
+            )
+            raise InvalidArgumentError(
+                f"Nothing to keep: {what}, so pruning would drop the payload of every state. "
+                "Nothing was pruned. Check the selection (dagger ls DIR shows the states and "
+                "their columns).",
+                keep=keep,
+            )
         if scope is not None:
             notes.append(
                 f"Only the {len(scope)} states of the tree this Experiment defined compete and "

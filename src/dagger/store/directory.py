@@ -1251,9 +1251,9 @@ class DirectoryStore:
     def remove(self, state_ids: Iterable[str], *, descendants: bool = True) -> list[str]:
         """Remove states (and, by default, everything below them) from the store.
 
-        Each state is removed under its lock with a ``removed`` marker; its payload file is
-        deleted. Blobs are left to ``gc``. A run going on at the same time that needs a
-        removed state recomputes it.
+        Each state is removed under its lock with a ``removed`` marker, children before
+        parents; its payload file is deleted. Blobs are left to ``gc``. A run going on at the
+        same time that needs a removed state recomputes it.
 
         Args:
             state_ids: The states to remove.
@@ -1269,7 +1269,9 @@ class DirectoryStore:
         """
         targets = self._closure(self.refresh(), state_ids, descendants)
         removed = []
-        for state_id in targets:
+        # Children before parents: a removal stopped half-way (Ctrl-C, a kill) leaves whole
+        # subtrees, never a child without its parent, and the same removal can be run again.
+        for state_id in reversed(targets):
             with self.lock(state_id):
                 catalog = self.refresh()
                 row = catalog.row_of.get(state_id)
@@ -1282,6 +1284,7 @@ class DirectoryStore:
                         os.unlink(self.directory / path)
                 removed.append(state_id)
         self.flush()
+        removed.reverse()
         return removed
 
     def prune(self, state_ids: Iterable[str]) -> list[str]:

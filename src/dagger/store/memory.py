@@ -207,7 +207,7 @@ class MemoryStore:
                 if table.ids[current] not in order:
                     order.append(table.ids[current])
                     stack.extend(reversed(children[current]))
-        for state_id in order:
+        for state_id in reversed(order):  # children first, as the directory store
             self.payloads.pop(state_id, None)
             self.catalog.apply_marker(Marker(state_id, self._seq(), "removed", "removed"))
         return order
