@@ -767,11 +767,21 @@ def encode_encodings(mapping: Mapping[str, Any], *, code: CodeDigest | None = No
             inner = b"s" + _Q(len(raw)) + raw
         else:
             inner = _plain(value, 0) or encode(value, code=code)
-        raw = key.encode("utf-8", "surrogatepass")
+        start = _NAME_STARTS.get(key)
+        if start is None:
+            if len(_NAME_STARTS) >= 4096:
+                _NAME_STARTS.clear()
+            raw = key.encode("utf-8", "surrogatepass")
+            start = _NAME_STARTS[key] = b"s" + _Q(len(raw)) + raw + b"b"
         # a str key, then the inner encoding as bytes: what _plain writes for each pair
-        pairs.append(b"s" + _Q(len(raw)) + raw + b"b" + _Q(len(inner)) + inner)
+        pairs.append(start + _Q(len(inner)) + inner)
     pairs.sort()
     return b"d" + _Q(len(pairs)) + b"".join(pairs)
+
+
+# name -> the encoding of the name, then the tag of a bytes value (the start of each pair of
+# encode_encodings). Keys and values are immutable builtins: an entry is never stale.
+_NAME_STARTS: dict[str, bytes] = {}
 
 
 def tuple_start(length: int, *items: Any, code: CodeDigest | None = None) -> bytes:

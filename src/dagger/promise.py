@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from ._names import short_id
 from .errors import ExperimentDefinitionError
 from .explain import Explanation, explain_child, explain_root
-from .identity import state_code_identity
-from .recipe import Function, Growable, Recipe, child_sha
+from .identity import child_id, state_code_identity
+from .recipe import Function, Growable, Recipe
 from .record import RecipeInfo
 from .state import ExperimentState
 
@@ -148,9 +148,11 @@ class ExperimentStatePromise(Growable):
                 self._code = state_code_identity(state_class, ExperimentState)
                 self._sha = state_class.root_sha(self.arguments)
             else:
-                identity = self.recipe.identity()
-                self._recipe_name, self._code, self._properties = identity
-                self._sha = child_sha(self.parent.sha(), self.recipe, identity)
+                name, code, properties = self.recipe.identity()
+                self._recipe_name, self._code, self._properties = name, code, properties
+                # child_sha(parent, recipe, identity), one call shorter (once per promise)
+                kind = type(self.recipe).__name__
+                self._sha = child_id(self.parent.sha(), name, code, properties, kind=kind)
         return self._sha
 
     def defined_code(self) -> tuple[type, str] | None:

@@ -101,8 +101,13 @@ class Recipe:
         Raises:
             ExperimentDefinitionError: A declared property is not an attribute.
         """
+        names = self.property_names()
+        try:  # the common case in one comprehension (100,000 promises call this)
+            return {name: getattr(self, name) for name in names}
+        except AttributeError:
+            pass  # find which one, for the message
         values = {}
-        for name in self.property_names():
+        for name in names:
             try:
                 values[name] = getattr(self, name)
             except AttributeError:
