@@ -166,6 +166,7 @@ class Recipe:
 
 # Values a deep copy would share anyway (immutable, and holding nothing mutable).
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, range, type})
+_IS_ATOM = _ATOMS.__contains__
 _OBJECT_HOOKS = {
     name: getattr(object, name, None)
     for name in ("__new__", "__reduce_ex__", "__reduce__", "__getstate__")
@@ -209,12 +210,15 @@ def _plain_copy(recipe: Recipe) -> Recipe | None:
     namespace = getattr(recipe, "__dict__", None)
     if not plain or namespace is None:
         return None
-    for value in namespace.values():
-        kind = type(value)
-        if kind not in _ATOMS and not (
-            kind is tuple and all(type(item) in _ATOMS for item in value)
-        ):
-            return None
+    values = namespace.values()
+    # every value an atom, checked at C speed; else one by one (tuples of atoms also copy)
+    if not all(map(_IS_ATOM, map(type, values))):
+        for value in values:
+            kind = type(value)
+            if kind not in _ATOMS and not (
+                kind is tuple and all(type(item) in _ATOMS for item in value)
+            ):
+                return None
     copied = object.__new__(cls)
     copied.__dict__.update(namespace)
     return copied
