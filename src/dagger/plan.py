@@ -230,8 +230,9 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
+    statuses = table.statuses_of([node.sha for node in order])
+    for node, status in zip(order, statuses, strict=True):
         sha = node.sha
-        status = table.status_of(sha)
         node.stored = status is Status.DONE or status is Status.PRUNED
         if status is Status.DONE:
             stored.append(sha)
