@@ -663,6 +663,66 @@ def test_a_sibling_defined_after_an_in_process_edit_gets_a_new_id(tmp_path):
     assert sibling() == before[0]
 
 
+def test_the_cached_check_sees_every_kind_of_in_process_edit(tmp_path):
+    """The check of a cached code identity is generated code for plain classes (issue 15);
+    each slot it reads must still catch an edit: a method's code, defaults and closure, a
+    base class, a global the code reads (changed or deleted), and a patch of dagger's Recipe."""
+    module = load_module(
+        tmp_path,
+        """
+        import dagger as dg
+
+        SCALE = 1
+
+        class Base(dg.Recipe):
+            pass
+
+        class Other(dg.Recipe):
+            pass
+
+        class Twist(Base):
+            def __init__(self, angle):
+                self.angle = angle
+
+            def run(self, state):
+                state.value = state.value * SCALE + self.angle
+                return state
+
+        def other_run(self, state, extra=1):
+            return state
+        """,
+    )
+    twist = module.Twist
+    seen = {code_identity(twist, dg.Recipe).fingerprint}
+
+    def changed() -> bool:
+        fingerprint = code_identity(twist, dg.Recipe).fingerprint
+        new = fingerprint not in seen
+        seen.add(fingerprint)
+        return new
+
+    assert not changed()  # the cached check holds when nothing changed
+    module.SCALE = 2
+    assert changed()
+    del module.SCALE
+    assert changed()
+    twist.__bases__ = (module.Other,)
+    assert changed()
+    run = twist.run
+    run.__code__ = module.other_run.__code__
+    assert changed()
+    run.__defaults__ = (2,)
+    assert changed()
+    original = dg.Recipe.run
+    try:
+        dg.Recipe.extra = staticmethod(lambda: 1)  # a patch of dagger's own class
+        assert changed()
+    finally:
+        del dg.Recipe.extra
+        dg.Recipe.run = original
+    assert not changed()
+
+
 def test_caches_keep_nothing_alive(tmp_path):
     module = load_module(
         tmp_path,

@@ -632,3 +632,21 @@ def test_tuple_start_is_the_start_of_the_tuple_encoding(items, data):
     assert hashing.tuple_start(len(items), *items[:split]) + rest == encode(tuple(items))
     with pytest.raises(ValueError, match="items for a tuple of"):
         hashing.tuple_start(split - 1, *items[:split]) if split else hashing.tuple_start(-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text() | _plain_keys, _plain_values | st.just(pathlib.Path("a/b")), max_size=4
+    )
+)
+def test_encode_encodings_writes_the_bytes_of_the_dict_of_encodings(mapping):
+    """A child's id hashes its properties this way (issue 15): the one-pass form must write
+    exactly the bytes of the two-pass one, for names and for any other keys."""
+    expected = encode({key: encode(value) for key, value in mapping.items()})
+    assert hashing.encode_encodings(mapping) == expected
+
+
+def test_encode_encodings_names_the_value_it_cannot_encode():
+    with pytest.raises(dg.HashingError, match="object"):
+        hashing.encode_encodings({"fine": 1, "bad": object()})

@@ -166,3 +166,22 @@ def test_a_removal_during_a_run_corrupts_nothing(tmp_path, subprocess_env, call_
     after = DirectoryStore(exp_dir).snapshot()
     assert len(after) == 37 and all(str(status) == "done" for status in after.status)
     assert len(read_log(call_log)) - before == 37 - len(table)
+
+
+def test_statuses_of_agrees_with_status_of_for_every_status(target):
+    """A plan asks for every state's status in one call (issue 15); its inline fast path must
+    answer as status_of does: done, pruned, failed, removed and unknown states."""
+    from helpers import Boom
+
+    exp, nodes = build(target)
+    Boom()(nodes["e"])
+    with pytest.raises(dg.RunError):
+        exp.run(progress=False)
+    ids = {name: promise.sha() for name, promise in nodes.items()}
+    target.prune([ids["b"]])
+    target.remove([ids["c"]])
+    asked = [*ids.values(), Boom()(nodes["e"]).sha(), "0" * 64]
+    for table in (target.survey(), target.snapshot()):
+        statuses = table.statuses_of(asked)
+        assert statuses == [table.status_of(state_id) for state_id in asked]
+        assert {str(status) for status in statuses} == {"done", "pruned", "failed", "None"}

@@ -66,7 +66,7 @@ import pathlib
 import struct
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import HashingError
@@ -76,6 +76,7 @@ __all__ = [
     "by_name",
     "digest",
     "encode",
+    "encode_encodings",
     "identity_name",
     "qualified_name",
     "register",
@@ -739,6 +740,48 @@ def encode(
             path="",
         ) from None
     return bytes(buf)
+
+
+def encode_encodings(mapping: Mapping[str, Any], *, code: CodeDigest | None = None) -> bytes:
+    """``encode({key: encode(value, code=code) for key, value in mapping.items()})``, the same
+    bytes in one pass: a dict of names to the encodings of their values (a recipe's properties
+    in a child's id, 100,000 times for a large tree).
+
+    Args:
+        mapping: Values by name.
+        code: As for :func:`encode`.
+
+    Raises:
+        HashingError: As for :func:`encode`, for the first value that cannot be encoded.
+    """
+    pairs = []
+    for key, value in mapping.items():
+        if type(key) is not str:  # not a name: the general path, which sorts any keys
+            return encode({k: encode(v, code=code) for k, v in mapping.items()})
+        kind = type(value)
+        if kind is int:
+            text = str(value).encode()
+            inner = b"i" + _Q(len(text)) + text
+        elif kind is str:
+            raw = value.encode("utf-8", "surrogatepass")
+            inner = b"s" + _Q(len(raw)) + raw
+        else:
+            inner = _plain(value, 0) or encode(value, code=code)
+        start = _NAME_STARTS.get(key)
+        if start is None:
+            if len(_NAME_STARTS) >= 4096:
+                _NAME_STARTS.clear()
+            raw = key.encode("utf-8", "surrogatepass")
+            start = _NAME_STARTS[key] = b"s" + _Q(len(raw)) + raw + b"b"
+        # a str key, then the inner encoding as bytes: what _plain writes for each pair
+        pairs.append(start + _Q(len(inner)) + inner)
+    pairs.sort()
+    return b"d" + _Q(len(pairs)) + b"".join(pairs)
+
+
+# name -> the encoding of the name, then the tag of a bytes value (the start of each pair of
+# encode_encodings). Keys and values are immutable builtins: an entry is never stale.
+_NAME_STARTS: dict[str, bytes] = {}
 
 
 def tuple_start(length: int, *items: Any, code: CodeDigest | None = None) -> bytes:

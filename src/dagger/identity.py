@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import HashingError
 from .fingerprint import class_fingerprint, code_digest, code_identity, function_fingerprint
-from .hashing import digest, encode, tuple_start
+from .hashing import digest, encode, encode_encodings, tuple_start
 
 __all__ = [
     "child_id",
@@ -146,7 +146,7 @@ def child_id(
     try:
         # The error's sentences are written only when one is raised: a tree of 100,000
         # promises would otherwise format 200,000 of them for nothing.
-        encoded = {key: encode(value, code=code_digest) for key, value in properties.items()}
+        encoded = encode_encodings(properties, code=code_digest)
     except HashingError:
         who = kind or recipe_name.rsplit(".", 1)[-1]
         for key, value in properties.items():
@@ -172,7 +172,7 @@ def child_id(
             tuple_start(5, "child", parent_id, recipe_name, code_identity)
         )
     hasher = start.copy()
-    hasher.update(encode(encoded))
+    hasher.update(encoded)
     return hasher.hexdigest()
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExperimentDefinitionError
-from .promise import ExperimentStatePromise
+from .promise import ExperimentStatePromise, code_now
+from .recipe import Recipe
 from .record import RecipeInfo, Status
 from .store import Store
 from .store.table import paused_gc
@@ -126,11 +127,23 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
     stack: list[tuple[ExperimentStatePromise, PlanNode | None]] = [
         (root, None) for root in reversed(list(roots))
     ]
+    # class -> its code identity now, worked out once per class per run (cached fingerprint
+    # checks); each promise's recorded one is compared with it.
+    codes_now: dict[type, str] = {}
     while stack:
         promise, parent = stack.pop()
         sha = promise.sha()
         node = nodes.get(sha)
         if node is None:
+            # One id, one code identity: a duplicate promise has the node's.
+            defined = promise.defined_code()
+            if defined is not None:
+                cls, code = defined
+                now = codes_now.get(cls)
+                if now is None:
+                    now = codes_now[cls] = code_now(cls)
+                if now != code:
+                    raise _edited_after_definition(cls, sha)
             node = nodes[sha] = PlanNode(
                 sha,
                 parent,
@@ -176,6 +189,20 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
     return plan_roots
 
 
+def _edited_after_definition(cls: type, sha: str) -> ExperimentDefinitionError:
+    what = "recipe class" if issubclass(cls, Recipe) else "state class"
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return ExperimentDefinitionError(
+        f"The {what} `{name}` changed after states were defined from it (a method, class "
+        f"attribute or global its code reads was edited in this process; state {sha[:12]} was "
+        "defined before): running now would compute the new code under the ids of the old "
+        f"one. Define the tree again (re-run the code or notebook cell that spawns the roots "
+        f"and applies the recipes) and run that Experiment.",
+        class_name=name,
+        sha=sha,
+    )
+
+
 def survey(roots: list[PlanNode], store: Store) -> set[str]:
     """Decide, for every node, whether it is stored and what work lies in its subtree.
 
@@ -203,8 +230,9 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
+    statuses = table.statuses_of([node.sha for node in order])
+    for node, status in zip(order, statuses, strict=True):
         sha = node.sha
-        status = table.status_of(sha)
         node.stored = status is Status.DONE or status is Status.PRUNED
         if status is Status.DONE:
             stored.append(sha)

@@ -22,14 +22,15 @@ from typing import Any, Protocol
 from ._names import short_id
 from .errors import ExperimentDefinitionError
 from .explain import Explanation, explain_child, explain_root
-from .identity import state_code_identity
-from .recipe import Function, Growable, Recipe, child_sha
+from .identity import child_id, state_code_identity
+from .recipe import Function, Growable, Recipe
 from .record import RecipeInfo
 from .state import ExperimentState
 
 __all__ = [
     "ExperimentStatePromise",
     "TreeBuilder",
+    "code_now",
     "realise",
     "warn_scheduler",
 ]
@@ -141,12 +142,28 @@ class ExperimentStatePromise(Growable):
         if self._sha is None:
             if self.parent is None or self.recipe is None:
                 assert self.arguments is not None
-                self._sha = self.experiment.state_class.root_sha(self.arguments)
+                state_class = self.experiment.state_class
+                # the code identity it is made of, kept for defined_code() (the next call
+                # answers from the fingerprint cache)
+                self._code = state_code_identity(state_class, ExperimentState)
+                self._sha = state_class.root_sha(self.arguments)
             else:
-                identity = self.recipe.identity()
-                self._recipe_name, self._code, self._properties = identity
-                self._sha = child_sha(self.parent.sha(), self.recipe, identity)
+                name, code, properties = self.recipe.identity()
+                self._recipe_name, self._code, self._properties = name, code, properties
+                # child_sha(parent, recipe, identity), one call shorter (once per promise)
+                kind = type(self.recipe).__name__
+                self._sha = child_id(self.parent.sha(), name, code, properties, kind=kind)
         return self._sha
+
+    def defined_code(self) -> tuple[type, str] | None:
+        """The class whose code this promise's state runs (the recipe's class, or the state
+        class for a root) and its code identity when the promise was defined: part of the
+        id. None for a promise standing for a stored state, and before :meth:`sha`."""
+        if self._code is None:
+            return None
+        if self.recipe is not None:
+            return type(self.recipe), self._code
+        return self.experiment.state_class, self._code
 
     def _identity(self) -> tuple[str, str, dict[str, Any]] | None:
         """The recipe's identity as it was when applied (None before :meth:`sha`)."""
@@ -246,6 +263,15 @@ class ExperimentStatePromise(Growable):
         what = "root" if self.is_root else repr(self.recipe) if self.recipe else "stored"
         sha = self._sha[:12] if self._sha else "?"
         return f"ExperimentStatePromise({what}, sha={sha}, tags={list(self.tags)})"
+
+
+def code_now(cls: type) -> str:
+    """The code identity ``cls`` (a Recipe or ExperimentState subclass) has now, as a promise
+    defined now would record it (:meth:`ExperimentStatePromise.defined_code`)."""
+    if issubclass(cls, Recipe):
+        code: str = cls.code_identity()
+        return code
+    return state_code_identity(cls, ExperimentState)
 
 
 def realise(promise: ExperimentStatePromise, wanted: str) -> ExperimentState:

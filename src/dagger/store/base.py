@@ -32,6 +32,10 @@ class Survey(Protocol):
         """A state's status, or None if it is not in the store (or was removed)."""
         ...
 
+    def statuses_of(self, state_ids: Iterable[str]) -> list[Status | None]:
+        """:meth:`status_of` of each of these states, in order (one call for a whole plan)."""
+        ...
+
     def tags_of(self, state_id: str) -> tuple[str, ...]:
         """The tags of a state's record and its notes."""
         ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,11 @@ class SlimTable:
         """A state's status, or None if it is not in the store (or was removed)."""
         row = self.row_of.get(state_id)
         return None if row is None else self.status[row]
+
+    def statuses_of(self, state_ids: Iterable[str]) -> list[Status | None]:
+        """:meth:`status_of` of each of these states, in order."""
+        status = self.status
+        return [None if row is None else status[row] for row in map(self.row_of.get, state_ids)]
 
     def ids_of(self, *statuses: Status) -> list[str]:
         """The ids of the states with one of these statuses, in creation order."""
