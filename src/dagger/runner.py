@@ -549,7 +549,9 @@ class Runner:
 
     def _note_recomputes(self, roots: list[PlanNode]) -> None:
         """Log, and list in the report, what differs between each state about to be computed
-        and the closest stored sibling (same parent, same recipe class).
+        and the closest stored sibling (same parent, same recipe class): the newest one with
+        the same parameter values when there is one (a code or global edit), else the one
+        with the fewest differences among the newest of each code identity.
 
         Only states to compute are looked at, each against at most
         :data:`dagger.plan.SIBLINGS_COMPARED` siblings (whose records are read once per run): linear
@@ -578,6 +580,9 @@ class Runner:
                 if before is None:
                     continue
                 changes = explained.changes_from(before)
+                if sibling == node.twin:  # the same parameters: the one it replaces
+                    best = (changes, sibling)
+                    break
                 if best is None or len(changes) < len(best[0]):
                     best = (changes, sibling)
             if best is None:

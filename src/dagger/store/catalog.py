@@ -17,7 +17,8 @@ a snapshot (:meth:`Catalog.snapshot`) or an index (:meth:`Catalog.to_index`) cop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..record import Marker, Notes, StateRecord, Status
@@ -116,6 +117,12 @@ def _unpacked(packed: Any, count: int) -> list[int]:
 
 #: Statuses of the stored states a run compares a state it computes with (both have a record).
 _SIBLING_STATUSES = (Status.DONE, Status.PRUNED)
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    """The text two recipes' JSON-safe parameters are compared by (exact: ``1`` is not
+    ``1.0``; a value JSON cannot write compares by its ``repr``)."""
+    return json.dumps(params, sort_keys=True, default=repr)
 
 
 class Catalog:
@@ -443,6 +450,51 @@ class Catalog:
             key: [self.ids[row] for row in sorted(rows, key=lambda r: -dseq[r])[:per_class]]
             for key, rows in grouped.items()
         }
+
+    def same_params_children(
+        self, queries: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[str | None]:
+        """For each ``(parent id, recipe class name, params)``, the newest stored (done or
+        pruned) child of that parent made by that recipe class with exactly those parameter
+        values (the record's ``recipe.params``, compared by their JSON text, so ``1``,
+        ``1.0`` and ``True`` differ), or None. Whatever its code identity: a run names the
+        state it recomputes after a code edit by this one.
+
+        One pass over the rows, whatever the number of queries; the parameters of a row are
+        looked at only when its parent and recipe class were asked about.
+
+        Returns:
+            One id or None per query, in the order of ``queries``.
+        """
+        wanted: dict[tuple[int, str, str], list[int]] = {}
+        parents: set[int] = set()
+        names: set[str] = set()
+        for number, (parent_id, name, params) in enumerate(queries):
+            parent = self.row_of.get(parent_id)
+            if parent is None:
+                continue
+            parents.add(parent)
+            names.add(name)
+            wanted.setdefault((parent, name, _params_key(params)), []).append(number)
+        answers: list[str | None] = [None] * len(queries)
+        if not wanted:
+            return answers
+        numbers = {n for n, identity in enumerate(self.recipes) if identity[0] in names}
+        newest: dict[tuple[int, str, str], int] = {}
+        dseq, recipe, params, status = self.dseq, self.recipe, self.params, self.status
+        for row, parent in enumerate(self.parent):
+            if parent not in parents or recipe[row] not in numbers:
+                continue
+            key = (parent, self.recipes[recipe[row]][0], _params_key(params[row]))
+            if key not in wanted:
+                continue
+            known = newest.get(key)
+            if (known is None or dseq[row] > dseq[known]) and status(row) in _SIBLING_STATUSES:
+                newest[key] = row
+        for key, row in newest.items():
+            for number in wanted[key]:
+                answers[number] = self.ids[row]
+        return answers
 
     def tags_of(self, state_id: str) -> tuple[str, ...]:
         row = self.row_of.get(state_id)
