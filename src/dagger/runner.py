@@ -270,8 +270,9 @@ class Recompute:
     Attributes:
         state_id: The state computed.
         recipe: Its recipe, as ``repr`` shows it.
-        sibling_id: The stored sibling it was compared with (of the newest ones, the one
-            with the fewest differences).
+        sibling_id: The stored sibling it was compared with: the newest with the same
+            parameter values if any (a code or global edit), else, of the newest ones, the
+            one with the fewest differences.
         changes: One line per differing ingredient: ``global LABEL_SMOOTHING 0.1 -> 0.3``,
             ``code of Smooth.run changed``, ``parameter amount 0.25 -> 0.5``.
     """

@@ -469,13 +469,13 @@ class Catalog:
         wanted: dict[tuple[int, str, str], list[int]] = {}
         parents: set[int] = set()
         names: set[str] = set()
-        for number, (parent_id, name, params) in enumerate(queries):
+        for number, (parent_id, name, values) in enumerate(queries):
             parent = self.row_of.get(parent_id)
             if parent is None:
                 continue
             parents.add(parent)
             names.add(name)
-            wanted.setdefault((parent, name, _params_key(params)), []).append(number)
+            wanted.setdefault((parent, name, _params_key(values)), []).append(number)
         answers: list[str | None] = [None] * len(queries)
         if not wanted:
             return answers
