@@ -125,6 +125,15 @@ def _params_key(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=repr)
 
 
+def _loose_key(params: Mapping[str, Any]) -> Any:
+    """A cheap stand-in for :func:`_params_key` that equal parameters share (and, rarely,
+    unequal ones: ``1`` and ``1.0``); the exact text for values that cannot be hashed."""
+    try:
+        return frozenset(params.items())
+    except TypeError:  # a list or dict value
+        return _params_key(params)
+
+
 class Catalog:
     """The merged view of a store's entries (see the module docstring).
 
@@ -467,25 +476,30 @@ class Catalog:
             One id or None per query, in the order of ``queries``.
         """
         wanted: dict[tuple[int, str, str], list[int]] = {}
-        parents: set[int] = set()
+        loose: set[tuple[int, str, Any]] = set()
         names: set[str] = set()
         for number, (parent_id, name, values) in enumerate(queries):
             parent = self.row_of.get(parent_id)
             if parent is None:
                 continue
-            parents.add(parent)
             names.add(name)
+            loose.add((parent, name, _loose_key(values)))
             wanted.setdefault((parent, name, _params_key(values)), []).append(number)
         answers: list[str | None] = [None] * len(queries)
         if not wanted:
             return answers
-        numbers = {n for n, identity in enumerate(self.recipes) if identity[0] in names}
+        parents = {parent for parent, _, _ in loose}
+        named = {n: identity[0] for n, identity in enumerate(self.recipes) if identity[0] in names}
         newest: dict[tuple[int, str, str], int] = {}
         dseq, recipe, params, status = self.dseq, self.recipe, self.params, self.status
         for row, parent in enumerate(self.parent):
-            if parent not in parents or recipe[row] not in numbers:
+            if parent not in parents or (name := named.get(recipe[row])) is None:
                 continue
-            key = (parent, self.recipes[recipe[row]][0], _params_key(params[row]))
+            # A hash of the values first (a sweep's siblings mostly differ); the exact text
+            # only for the few that pass (1, 1.0 and True hash alike).
+            if (parent, name, _loose_key(params[row])) not in loose:
+                continue
+            key = (parent, name, _params_key(params[row]))
             if key not in wanted:
                 continue
             known = newest.get(key)
