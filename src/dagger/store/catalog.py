@@ -493,13 +493,13 @@ class Catalog:
         newest: dict[tuple[int, str, str], int] = {}
         dseq, recipe, params, status = self.dseq, self.recipe, self.params, self.status
         for row, parent in enumerate(self.parent):
-            if parent not in parents or (name := named.get(recipe[row])) is None:
+            if parent not in parents or (found := named.get(recipe[row])) is None:
                 continue
             # A hash of the values first (a sweep's siblings mostly differ); the exact text
             # only for the few that pass (1, 1.0 and True hash alike).
-            if (parent, name, _loose_key(params[row])) not in loose:
+            if (parent, found, _loose_key(params[row])) not in loose:
                 continue
-            key = (parent, name, _params_key(params[row]))
+            key = (parent, found, _params_key(params[row]))
             if key not in wanted:
                 continue
             known = newest.get(key)
