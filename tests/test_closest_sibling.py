@@ -9,6 +9,7 @@ an old-code and a new-code state names the ingredient that changed, from the rec
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,22 @@ import dagger as dg
 
 tree = dg.Experiment.restore(sys.argv[1]).graph
 print(tree.diff(sys.argv[2], sys.argv[3]))
+"""
+
+FORMAT1 = Path(__file__).parent / "data" / "format1"
+FORMAT1_ADD = "a055d58f7c1aa9f029a1312136fcb5292d58a9739baa8a20bea06a0532cf19e6"
+
+# Add(1) computed again on an old store (today's ids), diffed with the old one.
+AGAIN = """
+import sys
+
+import dagger as dg
+from helpers import Add, CounterState
+
+exp = dg.Experiment(sys.argv[1], CounterState)
+new = Add(1)(exp.spawn_new_tree(start=1))
+exp.run(progress=False)
+print(dg.Experiment.restore(sys.argv[1]).graph.diff(sys.argv[2], new.sha()))
 """
 
 
@@ -174,3 +191,13 @@ def test_tree_diff_names_parameters_and_code_and_ignores_the_parents(sweep):
     lines = diff(first["ids"]["1"], second["ids"]["2"]).splitlines()
     assert "step 1: Add differs in amount: 1 vs 2; code of Add.run changed" in lines
     assert "step 2: the same Double() on both (after different steps)" in lines
+
+
+def test_tree_diff_says_only_code_for_a_state_stored_without_ingredients(tmp_path, subprocess_env):
+    """A format-1 store keeps no ingredients: its Add(1) diffed with a new Add(1) falls back
+    to "differs in code" (nothing recorded to name), rather than guessing."""
+    store = tmp_path / "old"
+    shutil.copytree(FORMAT1, store)
+    (tmp_path / "again.py").write_text(AGAIN)
+    text = _python(tmp_path, subprocess_env, "again.py", str(store), FORMAT1_ADD)
+    assert "step 2: Add differs in code" in text.splitlines()
