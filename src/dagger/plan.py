@@ -268,7 +268,10 @@ def _find_siblings(order: list[PlanNode], table: Any) -> None:
     # one to compare with; the newest few of each code identity need not hold it.
     queries = []
     for node in computing:
-        info = node.info
+        try:
+            info = node.info
+        except Exception:  # the run reports such a recipe; only the comparison is lost here
+            continue
         if node.parent is not None and info is not None:
             queries.append((node, (node.parent.sha, type(node.recipe).__qualname__, info.params)))
     twins = table.same_params_children([query for _, query in queries])
