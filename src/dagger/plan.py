@@ -62,7 +62,9 @@ class PlanNode:
         keep: Whether the caller wants the state back (``promise.get()``).
         siblings: For a state to compute: stored children of its parent made by the same
             recipe class (the newest of each code identity, newest first), to say what
-            differs from them (filled by :func:`survey`).
+            differs from them (filled by :func:`survey`); ``twin`` first when there is one.
+        twin: For a state to compute: the newest stored sibling with the same parameter
+            values (any code identity), the one a run compares it with first (None if none).
     """
 
     sha: str
@@ -85,6 +87,7 @@ class PlanNode:
     keep: bool = False
     promise: Any = field(default=None, repr=False)
     siblings: tuple[str, ...] = ()
+    twin: str | None = None
 
     @property
     def info(self) -> RecipeInfo | None:
@@ -289,10 +292,27 @@ def _find_siblings(order: list[PlanNode], table: Any) -> None:
     )
     if not found:
         return
+    # The sibling with the same parameters (a code or global edit made this one new) is the
+    # one to compare with; the newest few of each code identity need not hold it.
+    queries = []
+    for node in computing:
+        try:
+            info = node.info
+        except Exception:  # the run reports such a recipe; only the comparison is lost here
+            continue
+        if node.parent is not None and info is not None:
+            queries.append((node, (node.parent.sha, type(node.recipe).__qualname__, info.params)))
+    twins = table.same_params_children([query for _, query in queries])
+    for (node, _), twin in zip(queries, twins, strict=True):
+        if twin is not None and twin != node.sha:
+            node.twin = twin
     for node in computing:
         assert node.parent is not None
         ids = found.get((node.parent.sha, type(node.recipe).__qualname__), ())
-        node.siblings = tuple(state_id for state_id in ids if state_id != node.sha)
+        twin = node.twin
+        node.siblings = tuple(state_id for state_id in ids if state_id not in (node.sha, twin))
+        if twin is not None:
+            node.siblings = (twin, *node.siblings)
 
 
 def _result_damaged(store: Store, sha: str, name: str) -> bool:

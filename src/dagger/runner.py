@@ -270,8 +270,9 @@ class Recompute:
     Attributes:
         state_id: The state computed.
         recipe: Its recipe, as ``repr`` shows it.
-        sibling_id: The stored sibling it was compared with (of the newest ones, the one
-            with the fewest differences).
+        sibling_id: The stored sibling it was compared with: the newest with the same
+            parameter values if any (a code or global edit), else, of the newest ones, the
+            one with the fewest differences.
         changes: One line per differing ingredient: ``global LABEL_SMOOTHING 0.1 -> 0.3``,
             ``code of Smooth.run changed``, ``parameter amount 0.25 -> 0.5``.
     """
@@ -549,7 +550,9 @@ class Runner:
 
     def _note_recomputes(self, roots: list[PlanNode]) -> None:
         """Log, and list in the report, what differs between each state about to be computed
-        and the closest stored sibling (same parent, same recipe class).
+        and the closest stored sibling (same parent, same recipe class): the newest one with
+        the same parameter values when there is one (a code or global edit), else the one
+        with the fewest differences among the newest of each code identity.
 
         Only states to compute are looked at, each against at most
         :data:`dagger.plan.SIBLINGS_COMPARED` siblings (whose records are read once per run): linear
@@ -578,6 +581,9 @@ class Runner:
                 if before is None:
                     continue
                 changes = explained.changes_from(before)
+                if sibling == node.twin:  # the same parameters: the one it replaces
+                    best = (changes, sibling)
+                    break
                 if best is None or len(changes) < len(best[0]):
                     best = (changes, sibling)
             if best is None:

@@ -8,6 +8,7 @@ request, one state at a time (:meth:`ExperimentState.lazy_load`, :attr:`NodeSet.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -72,12 +73,19 @@ class LineageDiff:
             one line each (``"torch 2.13.0 -> 2.14.1"``, ``"git 1a2b3c4d5e6f -> 4d5e6f7a8b9c
             (dirty)"``; see :func:`dagger.environment.environment_changes`); empty when they
             match or neither record holds one.
+        ingredients: For each step after the split (as in :attr:`changes`), what else the two
+            states' recorded ingredients differ in besides the parameters that differ (code,
+            globals, defaults, library versions: :meth:`dagger.explain.Explanation.changes_from`
+            lines, such as ``"global LR 0.1 -> 0.05"``); None where a side is missing, the
+            recipes differ, or either record predates ingredients (then only "differs in
+            code" can be said).
     """
 
     common: Lineage
     only_a: Lineage
     only_b: Lineage
     environment: tuple[str, ...] = ()
+    ingredients: tuple[tuple[str, ...] | None, ...] = ()
 
     @property
     def ancestor(self) -> ExperimentState | None:
@@ -111,6 +119,9 @@ class LineageDiff:
         for index, (left, right, differing) in enumerate(self.changes, start=1):
             if left is not None and right is not None and left.name == right.name:
                 what = ", ".join(f"{k}: {va!r} vs {vb!r}" for k, (va, vb) in differing.items())
+                recorded = self.ingredients[index - 1] if index <= len(self.ingredients) else None
+                if recorded:
+                    what = "; ".join([what, *recorded] if what else recorded)
                 if what:
                     lines.append(f"step {index}: {left.name} differs in {what}")
                 elif left.code != right.code:
@@ -123,6 +134,38 @@ class LineageDiff:
                 lines.append(f"step {index}: {left or '-'} vs {right or '-'}")
         lines.extend(f"environment: {change}" for change in self.environment)
         return "\n".join(lines)
+
+
+def _ingredient_changes(left: ExperimentState, right: ExperimentState) -> tuple[str, ...] | None:
+    """What two states made by the same recipe differ in besides their parameters, from the
+    ingredients their records keep (records only, no payload); None when not recorded.
+
+    Their parents and differing parameters are taken as equal before comparing: the parents
+    differ after the first step by construction, and :attr:`LineageDiff.changes` already
+    names the parameters.
+    """
+    recipe_a, recipe_b = left.dagger.recipe, right.dagger.recipe
+    if recipe_a is None or recipe_b is None or recipe_a.name != recipe_b.name:
+        return None
+    try:
+        before, after = left.dagger.explain(), right.dagger.explain()
+    except StateNotFoundError:  # a state without a record (being computed, never stored)
+        return None
+    if not (before.recorded and after.recorded):
+        return None
+    values, digests = dict(after.values), dict(after.value_digests)
+    for key in {*before.values, *after.values}:
+        if before.values.get(key, _MISSING) == after.values.get(key, _MISSING):
+            continue  # equal views: a digest difference (0.1 vs float32 0.1) is worth a line
+        for mine, theirs in ((values, before.values), (digests, before.value_digests)):
+            if key in theirs:
+                mine[key] = theirs[key]
+            else:
+                mine.pop(key, None)
+    aligned = dataclasses.replace(
+        after, parent_id=before.parent_id, values=values, value_digests=digests
+    )
+    return tuple(aligned.changes_from(before))
 
 
 class _NodeMap(Mapping[str, ExperimentState]):
@@ -390,12 +433,17 @@ class StaticExperimentTree:
         shared = 0
         while shared < min(len(first), len(second)) and first[shared].sha() == second[shared].sha():
             shared += 1
+        only_a, only_b = first[shared:], second[shared:]
         return LineageDiff(
             common=Lineage(first[:shared]),
-            only_a=Lineage(first[shared:]),
-            only_b=Lineage(second[shared:]),
+            only_a=Lineage(only_a),
+            only_b=Lineage(only_b),
             environment=tuple(
                 environment_changes(first[-1].dagger.environment, second[-1].dagger.environment)
+            ),
+            ingredients=tuple(
+                _ingredient_changes(left, right)
+                for left, right in zip(only_a, only_b, strict=False)
             ),
         )
 

@@ -14,7 +14,7 @@ for a state that cannot be pickled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NoReturn, Protocol
 
@@ -48,6 +48,13 @@ class Survey(Protocol):
         self, parent_ids: Iterable[str], per_class: int = ...
     ) -> dict[tuple[str, str], list[str]]:
         """The newest stored children of these parents, by ``(parent id, recipe class)``."""
+        ...
+
+    def same_params_children(
+        self, queries: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[str | None]:
+        """For each ``(parent id, recipe class, params)``, the newest stored child of that
+        parent made by that recipe class with those parameter values (any code), or None."""
         ...
 
 

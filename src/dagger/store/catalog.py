@@ -17,7 +17,8 @@ a snapshot (:meth:`Catalog.snapshot`) or an index (:meth:`Catalog.to_index`) cop
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..record import Marker, Notes, StateRecord, Status
@@ -116,6 +117,21 @@ def _unpacked(packed: Any, count: int) -> list[int]:
 
 #: Statuses of the stored states a run compares a state it computes with (both have a record).
 _SIBLING_STATUSES = (Status.DONE, Status.PRUNED)
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    """The text two recipes' JSON-safe parameters are compared by (exact: ``1`` is not
+    ``1.0``; a value JSON cannot write compares by its ``repr``)."""
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
+def _loose_key(params: Mapping[str, Any]) -> Any:
+    """A cheap stand-in for :func:`_params_key` that equal parameters share (and, rarely,
+    unequal ones: ``1`` and ``1.0``); the exact text for values that cannot be hashed."""
+    try:
+        return frozenset(params.items())
+    except TypeError:  # a list or dict value
+        return _params_key(params)
 
 
 class Catalog:
@@ -460,6 +476,56 @@ class Catalog:
             key: [self.ids[row] for row in sorted(rows, key=lambda r: -dseq[r])[:per_class]]
             for key, rows in grouped.items()
         }
+
+    def same_params_children(
+        self, queries: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[str | None]:
+        """For each ``(parent id, recipe class name, params)``, the newest stored (done or
+        pruned) child of that parent made by that recipe class with exactly those parameter
+        values (the record's ``recipe.params``, compared by their JSON text, so ``1``,
+        ``1.0`` and ``True`` differ), or None. Whatever its code identity: a run names the
+        state it recomputes after a code edit by this one.
+
+        One pass over the rows, whatever the number of queries; the parameters of a row are
+        looked at only when its parent and recipe class were asked about.
+
+        Returns:
+            One id or None per query, in the order of ``queries``.
+        """
+        wanted: dict[tuple[int, str, str], list[int]] = {}
+        loose: set[tuple[int, str, Any]] = set()
+        names: set[str] = set()
+        for number, (parent_id, name, values) in enumerate(queries):
+            parent = self.row_of.get(parent_id)
+            if parent is None:
+                continue
+            names.add(name)
+            loose.add((parent, name, _loose_key(values)))
+            wanted.setdefault((parent, name, _params_key(values)), []).append(number)
+        answers: list[str | None] = [None] * len(queries)
+        if not wanted:
+            return answers
+        parents = {parent for parent, _, _ in loose}
+        named = {n: identity[0] for n, identity in enumerate(self.recipes) if identity[0] in names}
+        newest: dict[tuple[int, str, str], int] = {}
+        dseq, recipe, params, status = self.dseq, self.recipe, self.params, self.status
+        for row, parent in enumerate(self.parent):
+            if parent not in parents or (found := named.get(recipe[row])) is None:
+                continue
+            # A hash of the values first (a sweep's siblings mostly differ); the exact text
+            # only for the few that pass (1, 1.0 and True hash alike).
+            if (parent, found, _loose_key(params[row])) not in loose:
+                continue
+            key = (parent, found, _params_key(params[row]))
+            if key not in wanted:
+                continue
+            known = newest.get(key)
+            if (known is None or dseq[row] > dseq[known]) and status(row) in _SIBLING_STATUSES:
+                newest[key] = row
+        for key, row in newest.items():
+            for number in wanted[key]:
+                answers[number] = self.ids[row]
+        return answers
 
     def tags_of(self, state_id: str) -> tuple[str, ...]:
         row = self.row_of.get(state_id)
