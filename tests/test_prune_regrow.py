@@ -174,9 +174,7 @@ def test_a_function_added_on_a_pruned_state_recomputes_it(tmp_path, subprocess_e
     assert lineage(row) == lineage(before)
 
 
-def test_a_chain_of_pruned_states_is_recomputed_from_the_first_stored_one(
-    tmp_path, subprocess_env
-):
+def test_a_chain_of_pruned_states_is_recomputed_from_the_first_stored_one(tmp_path, subprocess_env):
     (tmp_path / "defs.py").write_text(DEFS)
     ids = json.loads(
         ok(
@@ -337,3 +335,34 @@ def test_a_damaged_state_of_a_restored_experiment_is_recomputed_with_its_lineage
     assert out["computed"] == [low, out["child"]]
     after = listing(tmp_path, subprocess_env)[low]
     assert after["status"] == "done" and lineage(after) == lineage(before)
+
+
+def test_verify_reports_a_state_that_lost_its_lineage(tmp_path, subprocess_env, built):
+    """What an older dagger left: a failure recorded over a pruned state's record, without its
+    parent, recipe or tags (written here through the store, as that dagger's run did)."""
+    before = pruned_row(built)
+    ok(
+        tmp_path,
+        f"""
+        from dagger.record import ErrorInfo, StateRecord, Status, now
+        from dagger.store import DirectoryStore
+
+        store = DirectoryStore("runs/g")
+        with store.lock({before["id"]!r}):
+            store.write_failure(StateRecord(
+                id={before["id"]!r}, parent=None, root=False, recipe=None, tags=(),
+                created=now(), status=Status.FAILED, error=ErrorInfo("DaggerError", "gone"),
+            ))
+        """,
+        subprocess_env,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dagger", "verify", "runs/g"],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert before["id"][:12] in result.stdout + result.stderr
+    assert "lost its lineage" in result.stdout + result.stderr

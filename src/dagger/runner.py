@@ -943,14 +943,14 @@ class Runner:
         The failure record never loses what the store knew of the state: a state with a
         record (pruned, stored but damaged) keeps its parent, recipe, tags, properties and
         identity in its failure record. A stored state whose recipe could not be found (it
-        was not run) gets no failure record at all: its record, or its first failure, stays.
+        was not run) gets no failure record at all: its record, or its first failure, stays
+        (and a state removed since stays removed).
         """
         failure = Failure.of(error, state_id=node.sha, recipe=node.describe())
-        unknown = node.recipe is None and not node.is_root
-        known = self.store.read_record(node.sha)
-        if unknown and (known is not None or self.store.read_failure(node.sha) is not None):
-            pass
-        else:
+        # A stored state whose recipe could not be found was not run: recording a failure
+        # would only put a row without parent, recipe or tags over what the store knew.
+        if node.recipe is not None or node.is_root:
+            known = self.store.read_record(node.sha)
             record = StateRecord(
                 id=node.sha,
                 parent=parent_id,
