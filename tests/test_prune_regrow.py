@@ -366,3 +366,31 @@ def test_verify_reports_a_state_that_lost_its_lineage(tmp_path, subprocess_env, 
     assert result.returncode != 0
     assert before["id"][:12] in result.stdout + result.stderr
     assert "lost its lineage" in result.stdout + result.stderr
+
+
+def test_children_grown_below_a_pruned_state_on_worker_processes(tmp_path, subprocess_env, built):
+    """Two branches below the pruned state run on two worker processes: it is computed once
+    (the second worker loads what the first stored), with its lineage."""
+    before = pruned_row(built)
+    out = ok(
+        tmp_path,
+        """
+        from concurrent.futures import ProcessPoolExecutor
+
+        import dagger as dg
+        from defs import Add
+
+        if __name__ == "__main__":
+            exp = dg.Experiment.restore("runs/g")
+            low = exp.graph.nodes.where(amount=1)[0]
+            ten, twenty = Add(10)(low), Add(20)(low)
+            with ProcessPoolExecutor(2) as executor:
+                report = exp.run(progress=False, executor=executor)
+            print(report.computed, ten.get().value, twenty.get().value)
+        """,
+        subprocess_env,
+    )
+    assert out.splitlines()[-1] == "3 11 21"
+    assert sorted(calls(tmp_path)) == ["add:1", "add:10", "add:20"]
+    row = listing(tmp_path, subprocess_env)[before["id"]]
+    assert row["status"] == "done" and lineage(row) == lineage(before)
