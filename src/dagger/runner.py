@@ -932,7 +932,7 @@ class Runner:
                 f"({_GONE}) from its parent {short_id(record.parent)}, but {why}"
             )
         node.recipe, node.tags = recipe, tags
-        node._info = record.recipe
+        node.info = record.recipe
         parent = PlanNode(record.parent, None, stored=True, consumers=1)
         self.report.cached += 1  # it is not in the plan; a failed load takes this back
         return record.parent, Held(self, parent, None)
