@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._compat import call_method
-from ._names import import_class
 from .compare import StateComparison, compare_states
 from .environment import GIT_KEYS, capture_environment, environment_changes
 from .errors import (
@@ -66,13 +65,12 @@ from .errors import (
 )
 from .loading import StoreOwner, load_state, new_root
 from .promise import ExperimentStatePromise
-from .recipe import Recipe, child_sha
+from .recipe import Recipe, rebuild_recipe
 from .record import (
     FORMAT_VERSION,
     MAX_AUDIT_PATHS,
     AuditNote,
     ExperimentMeta,
-    RecipeInfo,
     StateRecord,
     Status,
     now,
@@ -95,6 +93,12 @@ __all__ = [
 ]
 
 AuditOutcome = Literal["reproduced", "differs", "error", "not audited"]
+
+# What an audit advises when a recipe cannot be rebuilt from its record.
+AUDIT_FROM_SCRIPT = (
+    "To audit it, run the audit from the script that defines the tree: build the tree there "
+    "and call exp.audit() (it uses that script's recipes)."
+)
 
 # Differences a report's text lists per state (all are in StateAudit.comparison).
 DIFFERENCES_SHOWN = 20
@@ -332,76 +336,6 @@ def _sample(candidates: Sequence[str], sample: int | None, seed: int) -> list[st
     return [state_id for state_id in candidates if state_id in chosen]  # tree order
 
 
-# -- rebuilding a recipe from its record -----------------------------------------------------
-
-
-def rebuild_recipe(info: RecipeInfo, parent_id: str, state_id: str) -> tuple[Recipe | None, str]:
-    """The recipe a record describes, rebuilt so that it gives back the state's id.
-
-    Tries ``cls(**params)``, then ``cls.__new__(cls)`` with the recorded parameters set as
-    attributes; accepts one only if ``child_sha(parent_id, recipe) == state_id``.
-
-    Returns:
-        ``(recipe, "")``, or ``(None, why it cannot be rebuilt)``.
-    """
-    path = f"{info.module}:{info.name}"
-    fix = (
-        " To audit it, run the audit from the script that defines the tree: build the tree "
-        "there and call exp.audit() (it uses that script's recipes)."
-    )
-    try:
-        cls = import_class(path)
-    except Exception as error:
-        where = (
-            "a script (`__main__`), which this process is not"
-            if info.module == "__main__"
-            else f"module `{info.module}`, which cannot be imported here"
-        )
-        return None, (
-            f"its recipe `{info.name}` was defined in {where} ({type(error).__name__}: "
-            f"{error}).{fix}"
-        )
-    if not (isinstance(cls, type) and issubclass(cls, Recipe)):
-        return None, f"`{path}` is not a dagger.Recipe here.{fix}"
-    try:
-        code = cls.code_identity()
-    except Exception as error:
-        return None, f"the code identity of `{path}` cannot be computed ({error}).{fix}"
-    if info.code and code != info.code:
-        return None, (
-            f"the code of `{info.name}` changed since the state was computed (recorded "
-            f"{info.code[:20]}, now {code[:20]}): today's recipe makes another state. Audit "
-            "with the code that computed it (check out that commit)."
-        )
-    tried: list[str] = []
-    for build in (_by_init, _by_attributes):
-        try:
-            recipe = build(cls, info.params)
-            if child_sha(parent_id, recipe) == state_id:
-                return recipe, ""
-            tried.append(f"{build.__doc__}: another id")
-        except Exception as error:
-            tried.append(f"{build.__doc__}: {type(error).__name__}: {error}")
-    return None, (
-        f"its recipe `{info.name}` cannot be rebuilt from the record's parameters "
-        f"({'; '.join(tried)}); the record keeps a JSON view of each parameter, which loses "
-        f"what is not a plain JSON value.{fix}"
-    )
-
-
-def _by_init(cls: type[Recipe], params: Mapping[str, Any]) -> Recipe:
-    """cls(**params)"""
-    return cls(**params)
-
-
-def _by_attributes(cls: type[Recipe], params: Mapping[str, Any]) -> Recipe:
-    """parameters set as attributes"""
-    recipe = cls.__new__(cls)
-    for name, value in params.items():
-        setattr(recipe, name, value)
-    return recipe
-
-
 # -- the audit ---------------------------------------------------------------------------------
 
 
@@ -570,7 +504,13 @@ def _audit_one(
         elif record.recipe is None:
             return not_audited("its record names no recipe")
         else:
-            recipe, why_not = rebuild_recipe(record.recipe, record.parent, state_id)
+            recipe, why_not = rebuild_recipe(
+                record.recipe,
+                record.parent,
+                state_id,
+                fix=AUDIT_FROM_SCRIPT,
+                changed_fix="Audit with the code that computed it (check out that commit).",
+            )
             if recipe is None:
                 return not_audited(why_not, source)
     stored_state = load_state(store, state_id, state_class, owner=owner)

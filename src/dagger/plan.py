@@ -95,6 +95,10 @@ class PlanNode:
             self._info = self.promise.recipe_info()
         return self._info
 
+    @info.setter
+    def info(self, value: RecipeInfo | None) -> None:
+        self._info = value
+
     def describe(self) -> str:
         """``root``, ``stored state`` or the recipe's repr."""
         if self.is_root:

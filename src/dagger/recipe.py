@@ -12,16 +12,17 @@ import copy
 import functools
 import logging
 import weakref
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._names import display
+from ._names import display, import_class
 from .errors import ExperimentDefinitionError
 from .hashing import register
 from .identity import child_id, function_code_identity, recipe_code_identity
 from .record import RecipeInfo, jsonable
 from .state import ExperimentState
 
-__all__ = ["Function", "Growable", "Recipe", "child_sha", "function"]
+__all__ = ["Function", "Growable", "Recipe", "child_sha", "function", "rebuild_recipe"]
 
 logger = logging.getLogger("dagger")
 
@@ -314,3 +315,89 @@ def _base_name(op: Any) -> tuple[str, bool]:
 
 # Decorator style: ``@dagger.function`` turns an analysis into a Function.
 function = Function
+
+
+# -- rebuilding a recipe from its record -----------------------------------------------------
+
+
+def rebuild_recipe(
+    info: RecipeInfo,
+    parent_id: str,
+    state_id: str,
+    *,
+    fix: str = "",
+    changed_fix: str = "",
+) -> tuple[Recipe | None, str]:
+    """The recipe a record describes, rebuilt so that it gives back the state's id.
+
+    Imports ``info.module:info.name``, checks that its code identity today is the recorded
+    one, then tries ``cls(**params)``, then ``cls.__new__(cls)`` with the recorded parameters
+    set as attributes; accepts one only if ``child_sha(parent_id, recipe) == state_id`` (same
+    class, code and parameters). What an audit runs, and what a run recomputes a pruned or
+    damaged state of a restored experiment with.
+
+    Args:
+        info: The record's description of the recipe (class, module, parameters, code).
+        parent_id: The recorded parent's id.
+        state_id: The state's id.
+        fix: What the caller advises when the recipe cannot be imported or rebuilt, appended
+            to the reason.
+        changed_fix: What it advises when the recipe's code changed since, appended likewise.
+
+    Returns:
+        ``(recipe, "")``, or ``(None, why it cannot be rebuilt)``.
+    """
+    path = f"{info.module}:{info.name}"
+    fix = f" {fix}" if fix else ""
+    changed_fix = f" {changed_fix}" if changed_fix else ""
+    try:
+        cls = import_class(path)
+    except Exception as error:
+        where = (
+            "a script (`__main__`), which this process is not"
+            if info.module == "__main__"
+            else f"module `{info.module}`, which cannot be imported here"
+        )
+        return None, (
+            f"its recipe `{info.name}` was defined in {where} ({type(error).__name__}: "
+            f"{error}).{fix}"
+        )
+    if not (isinstance(cls, type) and issubclass(cls, Recipe)):
+        return None, f"`{path}` is not a dagger.Recipe here.{fix}"
+    try:
+        code = cls.code_identity()
+    except Exception as error:
+        return None, f"the code identity of `{path}` cannot be computed ({error}).{fix}"
+    if info.code and code != info.code:
+        return None, (
+            f"the code of `{info.name}` changed since the state was computed (module "
+            f"`{info.module}`; recorded {info.code[:20]}, now {code[:20]}): today's recipe "
+            f"makes another state.{changed_fix}"
+        )
+    tried: list[str] = []
+    for build in (_by_init, _by_attributes):
+        try:
+            recipe = build(cls, info.params)
+            if child_sha(parent_id, recipe) == state_id:
+                return recipe, ""
+            tried.append(f"{build.__doc__}: another id")
+        except Exception as error:
+            tried.append(f"{build.__doc__}: {type(error).__name__}: {error}")
+    return None, (
+        f"its recipe `{info.name}` cannot be rebuilt from the record's parameters "
+        f"({'; '.join(tried)}); the record keeps a JSON view of each parameter, which loses "
+        f"what is not a plain JSON value.{fix}"
+    )
+
+
+def _by_init(cls: type[Recipe], params: Mapping[str, Any]) -> Recipe:
+    """cls(**params)"""
+    return cls(**params)
+
+
+def _by_attributes(cls: type[Recipe], params: Mapping[str, Any]) -> Recipe:
+    """parameters set as attributes"""
+    recipe = cls.__new__(cls)
+    for name, value in params.items():
+        setattr(recipe, name, value)
+    return recipe

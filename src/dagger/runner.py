@@ -31,6 +31,7 @@ states call back (``experiment_object``). Running on an executor is :mod:`dagger
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -53,7 +54,7 @@ from .identity import state_code_identity
 from .loading import damage_noter, load_state, new_root
 from .plan import PlanNode, count
 from .progress import DEFAULT_INTERVAL, Progress, progress_mode
-from .recipe import Function, Recipe
+from .recipe import Function, Recipe, rebuild_recipe
 from .record import ErrorInfo, Ingredients, ResultEntry, StateRecord, Status, jsonable, now
 from .state import ExperimentState, adopt
 from .store import Results, Store
@@ -71,6 +72,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dagger")
+
+# Why a stored state grown again after a restore is computed again.
+_GONE = "its content is no longer stored: pruned, or damaged"
 
 
 @dataclass
@@ -787,6 +791,10 @@ class Runner:
         started = time.perf_counter()
         parent_id = node.parent.sha if node.parent else None
         try:
+            if node.recipe is None and not node.is_root:
+                # A stored state grown again after a restore, which must be computed again
+                # (pruned, or its files damaged): its record says how it was made.
+                parent_id, parent_held = self._from_record(node)
             if node.is_root:
                 state = new_root(
                     self.state_class,
@@ -794,19 +802,6 @@ class Runner:
                     sha=node.sha,
                     arguments=node.arguments or {},
                     tags=node.tags,
-                )
-            elif node.recipe is None:
-                previous = self.store.read_failure(node.sha)
-                cause = ""
-                if previous is not None and previous.error is not None:
-                    cause = (
-                        f" It failed when it was computed ({previous.error.type}: "
-                        f"{previous.error.message}); that first cause stays recorded."
-                    )
-                raise DaggerError(
-                    f"State {node.sha[:12]} is not in the store any more and this Experiment "
-                    f"does not know the recipe that made it.{cause} Run the script that built "
-                    "it again to recompute it."
                 )
             else:
                 assert parent_held is not None
@@ -868,27 +863,113 @@ class Runner:
         self.progress.computed(node.sha, node.describe(), seconds)
         return state
 
+    def _from_record(self, node: PlanNode) -> tuple[str | None, Held | None]:
+        """Fill in, from its record, how a stored state grown again after a restore is made
+        (its node knows only its id), to compute it again: pruned, or its files damaged.
+
+        Sets the node's recipe (rebuilt from the record: :func:`dagger.recipe.rebuild_recipe`),
+        its recipe description and its tags (the record's and this run's); a root gets its
+        recorded ``spawn_new_tree`` arguments instead.
+
+        Returns:
+            The parent's id and a Held that loads it (or computes it again the same way, if it
+            is pruned too); ``(None, None)`` for a root.
+
+        Raises:
+            DaggerError: The record is gone (the state was removed) or cannot say how to make
+                the state again: its recipe's class cannot be imported, its code changed
+                since, or its parameters do not give back the id. Nothing is recorded as a
+                failure of the state then: its record stays as it is.
+        """
+        sha = short_id(node.sha)
+        record = self.store.read_record(node.sha)
+        if record is None:
+            previous = self.store.read_failure(node.sha)
+            cause = ""
+            if previous is not None and previous.error is not None:
+                cause = (
+                    f" It failed when it was computed ({previous.error.type}: "
+                    f"{previous.error.message}); that first cause stays recorded."
+                )
+            raise DaggerError(
+                f"State {sha} is not in the store any more and this Experiment does not know "
+                f"the recipe that made it.{cause} Run the script that built it again to "
+                "recompute it."
+            )
+        tags = list(dict.fromkeys([*record.tags, *node.tags]))
+        if record.parent is None:
+            arguments = record.arguments
+            try:
+                same = arguments is not None and self.state_class.root_sha(arguments) == node.sha
+            except Exception:
+                same = False
+            if not same or arguments is None:
+                raise DaggerError(
+                    f"Root {sha} must be computed again ({_GONE}), but its "
+                    f"spawn_new_tree arguments cannot be rebuilt from its record (the record "
+                    f"keeps a JSON view of each), or the code of `{record.state_class}` changed "
+                    "since. Run the script that built it (exp.spawn_new_tree(...) there) to "
+                    "recompute it; its record stays as it is."
+                )
+            node.is_root, node.arguments, node.tags = True, dict(arguments), tags
+            return None, None
+        if record.recipe is None:
+            raise DaggerError(
+                f"State {sha} must be computed again ({_GONE}), but its record "
+                "names no recipe. Run the script that built it again to recompute it."
+            )
+        recipe, why = rebuild_recipe(
+            record.recipe,
+            record.parent,
+            node.sha,
+            fix=(
+                "Run the script that defines it (or import its module before run()) to "
+                "recompute the state; its record stays as it is."
+            ),
+            changed_fix=(
+                "Recompute it with the code that computed it (check out that commit), or "
+                "run the script that defines the tree as it is now (a new state); its record "
+                "stays as it is."
+            ),
+        )
+        if recipe is None:
+            raise DaggerError(
+                f"State {sha} ({record.recipe.name}) must be computed again "
+                f"({_GONE}) from its parent {short_id(record.parent)}, but {why}"
+            )
+        node.recipe, node.tags = recipe, tags
+        node.info = record.recipe
+        parent = PlanNode(record.parent, None, stored=True, consumers=1)
+        self.report.cached += 1  # it is not in the plan; a failed load takes this back
+        return record.parent, Held(self, parent, None)
+
     def _failed(self, node: PlanNode, parent_id: str | None, error: Exception) -> Failed:
         """Record why a state failed and return the Failed to raise (called in its ``except``).
 
-        A stored state this Experiment cannot recompute (its recipe is unknown here) keeps the
-        failure record it has: the first cause is what matters.
+        The failure record never loses what the store knew of the state: a state with a
+        record (pruned, stored but damaged) keeps its parent, recipe, tags, properties and
+        identity in its failure record. A stored state whose recipe could not be found (it
+        was not run) gets no failure record at all: its record, or its first failure, stays
+        (and a state removed since stays removed).
         """
         failure = Failure.of(error, state_id=node.sha, recipe=node.describe())
-        unknown = node.recipe is None and not node.is_root
-        if not (unknown and self.store.read_failure(node.sha) is not None):
-            self.store.write_failure(
-                StateRecord(
-                    id=node.sha,
-                    parent=parent_id,
-                    root=node.is_root,
-                    recipe=node.info,
-                    tags=tuple(node.tags),
-                    created=now(),
-                    status=Status.FAILED,
-                    error=failure.error_info(),
-                )
+        # A stored state whose recipe could not be found was not run: recording a failure
+        # would only put a row without parent, recipe or tags over what the store knew.
+        if node.recipe is not None or node.is_root:
+            known = self.store.read_record(node.sha)
+            record = StateRecord(
+                id=node.sha,
+                parent=parent_id,
+                root=node.is_root,
+                recipe=node.info,
+                tags=tuple(node.tags),
+                created=now(),
+                status=Status.FAILED,
+                error=failure.error_info(),
             )
+            if known is not None:
+                record = _failure_keeping(known, record)
+            self.store.write_failure(record)
         logger.error("State %s (%s) failed: %s", short_id(node.sha), node.describe(), error)
         return Failed(failure)
 
@@ -1002,3 +1083,20 @@ class Runner:
         """
         held.state = None
         return held.peek()
+
+
+def _failure_keeping(known: StateRecord, failure: StateRecord) -> StateRecord:
+    """``failure`` with what the state's stored record ``known`` knew: its parent, root,
+    recipe, properties, arguments, state class and identity, and its tags merged with the
+    failing run's (a failure must not make a state lose its place in the tree or its tags)."""
+    return dataclasses.replace(
+        failure,
+        parent=known.parent,
+        root=known.root,
+        recipe=known.recipe if known.recipe is not None else failure.recipe,
+        tags=tuple(dict.fromkeys([*known.tags, *failure.tags])),
+        properties=dict(known.properties),
+        arguments=known.arguments,
+        state_class=known.state_class or failure.state_class,
+        identity=known.identity,
+    )

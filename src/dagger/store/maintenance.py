@@ -3,9 +3,10 @@
 ``verify`` re-reads every log from its start (checking every entry's checksum), checks every
 payload file, blob and result file against its checksum, and reports what is wrong by path
 relative to the experiment folder: damaged entries, unfinished entries left by killed writers,
-missing or damaged files, states whose parent is not in the store (orphans), temporary files of
-writers that are gone, a damaged ``experiment.json``, an index that disagrees with the logs. It
-never repairs anything.
+missing or damaged files, states whose parent is not in the store (orphans) or whose latest
+entry lost its parent (not a root, yet no parent), temporary files of writers that are gone,
+a damaged ``experiment.json``, an index that disagrees with the logs. It never repairs
+anything.
 
 ``gc`` is conservative. It deletes nothing while any entry is damaged (a damaged record could
 refer to any file; it says which entries, and how to resolve it: ``repair=True`` sets them
@@ -245,6 +246,17 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
                     "log",
                     f"orphaned: its parent {catalog.ids[parent][:12]} is not in the store (a "
                     "run that defines the parent recomputes it; or remove this state)",
+                )
+            )
+        elif parent < 0 and not catalog.root[row]:
+            report.problems.append(
+                Problem(
+                    state_id,
+                    "log",
+                    "lost its lineage: its latest entry names no parent, yet it is not a root "
+                    "(an older dagger recorded a failure over its record without its parent, "
+                    "recipe and tags); run the script that defines it so that a run computes "
+                    "it again with its lineage, or remove it (dagger rm)",
                 )
             )
     for row in visible:
