@@ -89,7 +89,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from .errors import HashingError
-from .hashing import encode, identity_name, qualified_name
+from .hashing import encode, identity_name, module_identity, qualified_name
 
 __all__ = [
     "KINDS",
@@ -359,6 +359,11 @@ def _class_home(cls: type) -> str:
 def _relative(module: str | None, qualname: str, root_module: str | None) -> str:
     if not module or module == root_module:
         return qualname
+    # A script's module by its importable name: __main__ or not, the same manifest.
+    if module == "__main__" or root_module == "__main__":
+        module = module_identity(module)
+        if module == module_identity(root_module or ""):
+            return qualname
     return f"{module}.{qualname}"
 
 
@@ -1368,7 +1373,7 @@ class _Walk:
             found = self.library(obj.__name__)
             if found is None:
                 self.untracked(name, f"user module {obj.__name__}, read as a whole")
-            node_name = "dagger" if found == _DAGGER else obj.__name__
+            node_name = "dagger" if found == _DAGGER else module_identity(obj.__name__)
             self.remember(obj, node_name)
             return node_name
         # builtin functions, ufuncs and other callables of libraries

@@ -62,6 +62,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import pathlib
 import struct
 import sys
@@ -78,6 +79,7 @@ __all__ = [
     "encode",
     "encode_encodings",
     "identity_name",
+    "module_identity",
     "qualified_name",
     "register",
     "tuple_start",
@@ -213,11 +215,62 @@ def _named(tag: bytes, buf: bytearray, name: str) -> None:
     _text(buf, name)
 
 
+# The importable name of the running __main__ module, once per main module: the ids a process
+# computes must not change while it runs (a script that edits sys.path later).
+_MAIN_NAME: tuple[types.ModuleType | None, str] | None = None
+
+
+def module_identity(name: str) -> str:
+    """The name module ``name`` goes by in identities, digests and manifests.
+
+    ``name`` itself, except ``"__main__"``: a script's code is the same whether it runs as
+    ``python tree.py`` (its module is ``__main__``) or is imported by another script or a
+    notebook (``import tree``), so it goes by the name its file has when imported. That is
+    ``__spec__.name`` when it runs as ``python -m pkg.tree`` (``pkg.tree``), else its file's
+    stem when the file's folder is on ``sys.path`` (``python tree.py`` puts it first). Code
+    with no such name (a notebook, ``python -c``, ``python -P tree.py``) stays ``__main__``.
+
+    Args:
+        name: A module's ``__name__`` (or an object's ``__module__``).
+
+    Returns:
+        The module name to write into identities.
+    """
+    if name != "__main__":
+        return name
+    global _MAIN_NAME
+    main = sys.modules.get("__main__")
+    if _MAIN_NAME is None or _MAIN_NAME[0] is not main:
+        _MAIN_NAME = (main, _importable_name(main))
+    return _MAIN_NAME[1]
+
+
+def _importable_name(main: types.ModuleType | None) -> str:
+    spec = getattr(main, "__spec__", None)
+    spec_name = getattr(spec, "name", None)
+    if isinstance(spec_name, str) and spec_name and spec_name != "__main__":
+        return spec_name
+    path = getattr(main, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return "__main__"
+    folder, file_name = os.path.split(os.path.realpath(path))
+    stem = file_name[: -len(".py")]
+    if not stem.isidentifier():
+        return "__main__"
+    for entry in list(sys.path):
+        if isinstance(entry, str) and os.path.realpath(entry or os.curdir) == folder:
+            return stem
+    return "__main__"
+
+
 def qualified_name(obj: Any) -> str:
-    """``module.qualname`` of a function or class (``module`` alone for a module)."""
+    """``module.qualname`` of a function or class (``module`` alone for a module); a script's
+    module by its importable name (:func:`module_identity`)."""
     if isinstance(obj, types.ModuleType):
-        return obj.__name__
+        return module_identity(obj.__name__)
     module = getattr(obj, "__module__", None) or ""
+    if module == "__main__":
+        module = module_identity(module)
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
     return f"{module}.{name}" if module else name
 
@@ -375,7 +428,7 @@ def _encode_class(value: type, buf: _Buffer) -> None:
 
 def _encode_module(value: types.ModuleType, buf: _Buffer) -> None:
     code = _code_of(value, buf, "module")
-    _named(b"m", buf, value.__name__)
+    _named(b"m", buf, module_identity(value.__name__))
     _text(buf, code)
 
 
