@@ -139,8 +139,8 @@ def git_facts(git_directory: str | os.PathLike[str] | None = None) -> dict[str, 
     """
     try:
         directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
-    except OSError as error:  # the current directory was deleted: describing must not fail
-        return {"git_commit": None, "git_dirty": None, "git_error": f"no directory: {error}"}
+    except OSError as missing:  # the current directory was deleted: describing must not fail
+        return {"git_commit": None, "git_dirty": None, "git_error": f"no directory: {missing}"}
     commit, dirty, error = _git_status(directory)
     return {"git_commit": commit, "git_dirty": dirty, "git_error": error}
 
