@@ -22,9 +22,11 @@ new one is durable, damaged ones moved to ``quarantine/`` as evidence.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,7 @@ from ..errors import NotAnExperimentError
 from ..record import INLINE, Status, dumps, loads, wire_refs
 from . import records as rec
 from .catalog import Catalog
+from .errors import os_errors
 from .files import fsync_dir, hash_file, is_temp, temp_owner, writer_token
 from .frames import Frame, Kind, encode_frame, scan
 from .index import INDEX_NAME, index_damage, read_index, write_index
@@ -424,8 +427,33 @@ def gc(
     """
     store = _as_store(target)
     store.read_meta()  # refuse a folder that is not an experiment
+    operation = "collect garbage" + (" (dry run)" if dry_run else "")
+    # A folder gc may not write to is the StoreError a run gives there, never a traceback.
+    with os_errors(operation, store.directory, root=store.directory):
+        return _collect(store, dry_run=dry_run, min_age=min_age, repair=repair)
+
+
+# What a folder this process may not write to raises (a read-only mount, another user's folder).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _gc_lock(store: DirectoryStore, *, dry_run: bool) -> Iterator[None]:
+    """The experiment lock; for a dry run of a folder this process cannot write to, none: a
+    dry run writes nothing, so it needs no lock to be safe, and its report says what gc would
+    remove as the folder is now."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.experiment_lock())
+        except OSError as error:
+            if not (dry_run and error.errno in _NOT_WRITABLE):
+                raise
+        yield
+
+
+def _collect(store: DirectoryStore, *, dry_run: bool, min_age: float, repair: bool) -> GcReport:
     report = GcReport(dry_run=dry_run)
-    with store.experiment_lock():
+    with _gc_lock(store, dry_run=dry_run):
         trusted = store.locks_trusted()
         live = _live_tokens(store) if trusted else set()
         running = bool(live - {writer_token()}) or not trusted or store.writer.pending
