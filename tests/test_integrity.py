@@ -213,6 +213,10 @@ def on_file(locate: Callable[[Path, dict], Path], how: str):
             path.write_bytes(b"")
         elif how == "delete":
             path.unlink()
+        elif how == "folder":  # a file replaced by a folder (a careless copy, a sync tool)
+            path.unlink()
+            path.mkdir()
+            (path / "inner").write_bytes(data[:100])
         elif how == "replace":
             donor = sorted(p for p in path.parent.iterdir() if p != path and p.is_file())[0]
             path.write_bytes(donor.read_bytes())
@@ -270,6 +274,7 @@ DAMAGES = {
     "log cut inside an entry": in_entry(Kind.RECORD, of("b"), cut_inside),
     "log empty": on_file(first_log, "empty"),
     "log delete": on_file(first_log, "delete"),
+    "log replaced by a folder": on_file(first_log, "folder"),
     # files named by their content
     "payload flip": on_file(payload_file, "flip"),
     "payload truncate": on_file(payload_file, "truncate"),
@@ -392,6 +397,23 @@ def test_every_kind_of_damage_at_once_through_the_command_line(store, subprocess
     for path in paths - {"index.json"}:
         assert path in outputs["verify"], (path, outputs["verify"])
     assert "removed nothing" in outputs["gc"]
+
+
+def test_a_log_folder_replaced_by_a_file_is_reported(store, subprocess_env):
+    exp_dir, ids, _ = store
+    shutil.rmtree(exp_dir / "log")
+    (exp_dir / "log").write_text("junk\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dagger", "verify", str(exp_dir)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        cwd=exp_dir.parent,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "  - log: is a file, not dagger's folder of logs" in result.stdout
+    assert "no problems" not in result.stdout
 
 
 # -- smaller cases (issue 11) -----------------------------------------------------------------------

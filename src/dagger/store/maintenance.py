@@ -40,7 +40,7 @@ from .files import fsync_dir, hash_file, is_temp, temp_owner, writer_token
 from .frames import Frame, Kind, encode_frame, scan
 from .index import INDEX_NAME, index_damage, read_index, write_index
 from .legacy import old_files, read_legacy
-from .log import log_names, log_owner, read_from, writer_alive
+from .log import log_names, log_owner, not_logs, read_from, writer_alive
 
 if TYPE_CHECKING:
     from .directory import DirectoryStore
@@ -182,6 +182,20 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
             report.problems.append(Problem(_state_of(path), path, reason))
     names = log_names(store.log_dir)
     report.logs = len(names)
+    for path in not_logs(store.log_dir):
+        what = (
+            "is a file, not dagger's folder of logs"
+            if path == store.log_dir.name
+            else "is not a file (each log of records is one)"
+        )
+        report.problems.append(
+            Problem(
+                None,
+                path,
+                f"{what}: every state recorded there counts as absent and a run recomputes it; "
+                "move it out of the experiment folder (keep it if it holds anything of yours)",
+            )
+        )
     live = _live_tokens(store)
     for log, offset, length, reason in catalog.damage:
         report.problems.append(
