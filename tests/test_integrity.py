@@ -416,6 +416,53 @@ def test_a_log_folder_replaced_by_a_file_is_reported(store, subprocess_env):
     assert "no problems" not in result.stdout
 
 
+@pytest.mark.parametrize("fix", ["load", "gc --repair"])
+@pytest.mark.parametrize(
+    ("damage", "name"),
+    [("record inline payload flip", "a"), ("payload flip", "p"), ("blob flip", "q")],
+)
+def test_damaged_content_is_recomputed_as_verify_says(
+    store, subprocess_env, call_log, fix, damage, name
+):
+    exp_dir, ids, _ = store
+    damaged = DAMAGES[damage](exp_dir, ids)
+
+    def dagger(*command):
+        return subprocess.run(
+            [sys.executable, "-m", "dagger", *command, str(exp_dir)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            cwd=exp_dir.parent,
+        )
+
+    said = dagger("verify").stdout
+    assert f"state {ids[name][:12]}: {damaged}: " in said, said
+    assert "`dagger gc --repair` (or loading the state) sets it aside" in said
+    # a run that does not need the state leaves it be (its children are stored)
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    exp.run(progress=False)
+    if fix == "load":
+        assert dg.Experiment.restore(exp_dir).load_state(ids[name]) is None
+    else:
+        repaired = dagger("gc", "--repair")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        assert "set aside 1 state(s) whose content is damaged" in repaired.stdout
+        assert ids[name][:12] in repaired.stdout
+    before = len(read_log(call_log))
+    exp = dg.Experiment(exp_dir, CounterState)
+    nodes = define(exp, first=False)
+    report = exp.run(progress=False)
+    assert report.computed == 1  # recomputed once, nothing else
+    assert read_log(call_log)[before:] == (["add:1"] if name == "a" else [])
+    expected_value(name, nodes[name].get())
+    assert dg.verify(exp_dir).ok
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    assert exp.run(progress=False).computed == 0
+
+
 # -- smaller cases (issue 11) -----------------------------------------------------------------------
 
 

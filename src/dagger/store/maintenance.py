@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import NotAnExperimentError
+from ..errors import CorruptStateError, NotAnExperimentError
 from ..record import INLINE, Status, dumps, loads, wire_refs
 from . import records as rec
 from .catalog import Catalog
@@ -227,7 +227,7 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
         problem = checked_blobs[digest]
         if problem:
             shown = str(store.blobs.path(digest).relative_to(directory))
-            report.problems.append(Problem(state_id, shown, problem))
+            report.problems.append(Problem(state_id, shown, problem + _SET_ASIDE))
 
     store.catalog = catalog
     visible = set()
@@ -251,7 +251,7 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
             report.payloads += 1
             found = store.payload_problem(state_id)
             if found is not None:
-                report.problems.append(Problem(state_id, found[0], found[1]))
+                report.problems.append(Problem(state_id, found[0], found[1] + _SET_ASIDE))
             for digest, size in catalog.blob_refs(row).items():
                 check_blob(state_id, digest, size)
         parent = catalog.parent[row]
@@ -355,6 +355,37 @@ def _index_problems(store: DirectoryStore, truth: Catalog) -> list[Problem]:
     return problems
 
 
+# What makes a state whose content is damaged count as absent, so that a run recomputes it:
+# verify itself only reads.
+_SET_ASIDE = (
+    "; `dagger gc --repair` (or loading the state) sets it aside, and the next run recomputes it"
+)
+
+
+def _unusable(store: DirectoryStore, catalog: Catalog) -> list[Problem]:
+    """Stored (done) states whose payload, or a blob it refers to, is missing or does not
+    match its checksum: a full read of every payload and blob."""
+    found = []
+    blobs: dict[str, str | None] = {}
+    for row in range(len(catalog.ids)):
+        if catalog.status(row) is not Status.DONE:
+            continue
+        state_id = catalog.ids[row]
+        problem = store.payload_problem(state_id)
+        # (A record entry that cannot be read is a damaged entry: gc refuses, or repairs it.)
+        if problem is not None and problem[1] != "its record entry cannot be read":
+            found.append(Problem(state_id, problem[0], problem[1]))
+            continue
+        for digest, size in catalog.blob_refs(row).items():
+            if digest not in blobs:
+                blobs[digest] = _content_problem(store.blobs.path(digest), size, digest)
+            if blobs[digest]:
+                shown = str(store.blobs.path(digest).relative_to(store.directory))
+                found.append(Problem(state_id, shown, f"blob {blobs[digest]}"))
+                break
+    return found
+
+
 def _content_problem(
     path: Path, expected_size: int | None, expected_digest: str | None
 ) -> str | None:
@@ -381,6 +412,8 @@ class GcReport:
             than ``min_age`` (they may be about to be referred to).
         refused: Why nothing was removed (damaged entries), if so.
         compacted: Logs merged into one.
+        set_aside: With ``repair``, the states whose content was damaged: each was set
+            aside (marked ``quarantined``), so that the next run recomputes it.
     """
 
     dry_run: bool
@@ -389,6 +422,7 @@ class GcReport:
     kept_young: int = 0
     refused: list[Problem] = field(default_factory=list)
     compacted: int = 0
+    set_aside: list[Problem] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.refused:
@@ -414,6 +448,13 @@ class GcReport:
         lines += [f"  - {path}" for path in self.removed[:50]]
         if len(self.removed) > 50:
             lines.append(f"  ... and {len(self.removed) - 50} more")
+        if self.set_aside:
+            verb = "would set aside" if self.dry_run else "set aside"
+            lines.append(
+                f"{verb} {len(self.set_aside)} state(s) whose content is damaged "
+                "(the next run recomputes them):"
+            )
+            lines += [f"  - {problem}" for problem in self.set_aside]
         return "\n".join(lines)
 
 
@@ -505,6 +546,14 @@ def _collect(store: DirectoryStore, *, dry_run: bool, min_age: float, repair: bo
                 compact(store)
                 catalog, _ = store.rebuild()
         store.catalog = catalog
+        if repair and not legacy and not running:
+            report.set_aside = _unusable(store, catalog)
+            if report.set_aside and not dry_run:
+                for problem in report.set_aside:
+                    with contextlib.suppress(CorruptStateError):  # it always raises
+                        store.quarantine(problem.state_id or "", problem.message)
+                catalog, _ = store.rebuild()
+                store.catalog = catalog
         wanted_files, wanted_blobs = _wanted(store, catalog)
         cutoff = time.time() - min_age
 
