@@ -463,6 +463,42 @@ def test_damaged_content_is_recomputed_as_verify_says(
     assert exp.run(progress=False).computed == 0
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["experiment.json json-valid flip", "experiment.json truncate", "experiment.json delete"],
+)
+def test_a_run_that_computes_nothing_rewrites_a_damaged_experiment_json(
+    store, subprocess_env, damage
+):
+    exp_dir, ids, _ = store
+    DAMAGES[damage](exp_dir, ids)
+    script = exp_dir.parent / "rerun.py"
+    script.write_text(
+        "import sys\n"
+        "import dagger as dg\n"
+        "from helpers import Add, CounterState\n"
+        "exp = dg.Experiment(sys.argv[1], CounterState)\n"
+        "Add(1)(exp.spawn_new_tree(start=1))\n"
+        "print(exp.run(progress=False).computed)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), str(exp_dir)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        cwd=exp_dir.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]  # all cached: nothing computed...
+    assert "The next run writes the rebuilt file" in result.stderr
+    # ... and yet the rebuilt file is written, as the warning said
+    written = json.loads((exp_dir / "experiment.json").read_text())
+    assert ids["root"] in written["roots"]
+    assert dg.verify(exp_dir).ok, str(dg.verify(exp_dir))
+    if damage != "experiment.json delete":
+        assert list((exp_dir / "quarantine").glob("experiment.json.*"))  # the evidence
+
+
 # -- smaller cases (issue 11) -----------------------------------------------------------------------
 
 

@@ -322,6 +322,7 @@ class DirectoryStore:
                 if rewrite:
                     rec.write_experiment(self.directory, merged, durable=self.durable)
                     self._meta = merged
+                    self._meta_damaged = None
                     if converted_from is not None:
                         remove_old_files(self.directory)
 
@@ -1389,6 +1390,10 @@ class DirectoryStore:
         merged (:func:`~dagger.store.maintenance.tidy`). At its end, every entry is made
         durable, this process's log is closed (so ``gc`` can tell that no run is going on), and
         the index rewritten if it is stale."""
+        if self._meta_damaged is not None:
+            # experiment.json was found damaged or missing and rebuilt from the records (the
+            # warning promised it): write it now, even in a run that computes nothing.
+            self.prepare(self.read_meta())
         if self.meta_path.exists() and self.format() < FORMAT_VERSION:
             self.prepare(self.read_meta())  # converts it (a run that writes nothing too)
         if self.meta_path.exists() and self.format() >= FORMAT_VERSION:
