@@ -414,6 +414,11 @@ def test_a_log_folder_replaced_by_a_file_is_reported(store, subprocess_env):
     assert "Traceback" not in result.stderr
     assert "  - log: is a file, not dagger's folder of logs" in result.stdout
     assert "no problems" not in result.stdout
+    # a run says what is in the way, and where (relative to the experiment folder)
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    with pytest.raises(dg.StoreError, match=r"`log` is a file, where dagger keeps its folder"):
+        exp.run(progress=False)
 
 
 @pytest.mark.parametrize("fix", ["load", "gc --repair"])

@@ -791,6 +791,14 @@ class DirectoryStore:
                 "(Experiment.run), not by this operation. Run the experiment once, then retry.",
                 directory=str(self.directory),
             )
+        if self.log_dir.exists() and not self.log_dir.is_dir():
+            raise StoreError(
+                f"Could not open the experiment's log: `{self._rel(self.log_dir)}` is a file, "
+                "where dagger keeps its folder of logs (the states' records). Move it out of "
+                "the experiment folder (keep it if it holds anything of yours) and run again; "
+                "`dagger verify` lists what else is wrong.",
+                path=str(self.log_dir),
+            )
         with (
             os_errors("open the experiment's log", self.log_dir, root=self.directory),
             self.experiment_lock(),
