@@ -361,8 +361,7 @@ def test_cli_errors_are_one_line(cli, exp_dir, tmp_path):
     for arguments, message in [
         (
             (exp_dir, "ffffffff"),
-            "dagger audit: The id 'ffffffff' matches no state of this experiment; `dagger ls "
-            "DIR` lists the ids.",
+            "dagger audit: The id 'ffffffff' matches no state of this experiment (nearest: ",
         ),
         (
             (exp_dir, "--rtol", "-1"),

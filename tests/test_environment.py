@@ -339,3 +339,67 @@ def test_keys_one_record_lacks_or_adds():
     ]
     assert environment_changes(None, newer) == ["environment not recorded for the first state"]
     assert environment_changes(None, None) == []
+
+
+# -- a broken git never fails a state ------------------------------------------------------------
+
+RUN_TREE = """
+import json, sys
+import dagger as dg
+from helpers import Add, CounterState
+exp = dg.Experiment(sys.argv[1], CounterState)
+Add(1)(exp.spawn_new_tree(start=0))
+report = exp.run(progress=False)
+environment = dg.Experiment.restore(sys.argv[1]).graph.leaves[0].dagger.environment
+print(json.dumps({"failed": report.failed, "computed": report.computed,
+                  "git": {k: v for k, v in environment.items() if k.startswith("git")}}))
+"""
+
+
+def fake_git(tmp_path, body):
+    """A `git` on PATH that runs ``body`` (sh) instead of git."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / "git").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # Bytes that are not UTF-8 (used to fail every state with UnicodeDecodeError).
+        (r'printf "\377\376 garbage \200\n"', "named no commit: it printed '?? garbage ?'"),
+        # A commit line holding a path and terminal escapes: stored verbatim, printed raw.
+        (
+            r'printf "# branch.oid ../etc/passwd \033[31mRED\n1 .M N... x\n"',
+            "named no valid commit: '../etc/passwd ?[31mRED'",
+        ),
+        # A commit of the wrong length.
+        ('echo "# branch.oid 1234abcd"', "named no valid commit: '1234abcd'"),
+    ],
+)
+def test_a_git_that_prints_garbage_is_recorded_not_fatal(
+    probe, subprocess_env, tmp_path, body, reason
+):
+    (tmp_path / "run_tree.py").write_text(RUN_TREE)
+    result = probe(tmp_path / "run_tree.py", str(tmp_path / "exp"), env=fake_git(tmp_path, body))
+    assert (result["failed"], result["computed"]) == (0, 2)
+    assert result["git"]["git_commit"] is None
+    assert result["git"]["git_error"].endswith(reason)
+    listing = subprocess.run(
+        [sys.executable, "-m", "dagger", "ls", "--env", str(tmp_path / "exp")],
+        env=subprocess_env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert b"\x1b" not in listing.stdout and b"passwd" not in listing.stdout
+
+
+def test_a_valid_sha256_commit_is_kept(probe, tmp_path):
+    commit = "ab" * 32
+    (tmp_path / "run_tree.py").write_text(RUN_TREE)
+    env = fake_git(tmp_path, f'echo "# branch.oid {commit}"')
+    result = probe(tmp_path / "run_tree.py", str(tmp_path / "exp"), env=env)
+    assert result["git"] == {"git_commit": commit, "git_dirty": False, "git_error": None}

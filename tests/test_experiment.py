@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -272,3 +273,42 @@ def test_growing_a_stored_tree_without_its_class(tmp_path, subprocess_env):
     assert "this Experiment was given no state_class" in process.stdout
     assert "dagger.state:ExperimentState" not in process.stdout
     assert "Pass state_class=Notebook" in process.stdout
+
+
+# -- load_state: ids, prefixes, and states without content --------------------------------------
+
+
+def test_load_state_takes_a_unique_prefix_and_names_the_nearest_ids_otherwise(exp_dir):
+    exp = dg.Experiment(exp_dir, CounterState)
+    root = exp.spawn_new_tree(start=1)
+    children = [Add(amount)(root) for amount in range(40)]
+    exp.run(progress=False)
+    restored = dg.Experiment.restore(exp_dir, CounterState)
+    target = children[7].sha()
+    loaded = restored.load_state(target[:12])  # as `dagger ls` shows it
+    assert loaded is not None and loaded.value == 8 and loaded.sha() == target
+    unknown = "f" * 64 if not target.startswith("f") else "0" * 64
+    with pytest.raises(dg.errors.StateNotFoundError) as caught:
+        restored.load_state(unknown)
+    assert isinstance(caught.value, LookupError)
+    assert repr(unknown) in str(caught.value) and "nearest: " in str(caught.value)
+    typo = target[:11] + ("0" if target[11] != "0" else "1")
+    with pytest.raises(dg.errors.StateNotFoundError, match=rf"nearest: .*{target[:12]}"):
+        restored.load_state(typo)
+    ids = sorted(child.sha() for child in children)
+    shared = next(a[0] for a, b in itertools.pairwise(ids) if a[0] == b[0])
+    with pytest.raises(dg.errors.StateNotFoundError, match="give more digits"):
+        restored.load_state(shared)
+
+
+def test_load_state_of_a_failed_state_warns_once_and_returns_none(exp_dir, dagger_warnings):
+    from helpers import Boom
+
+    exp = dg.Experiment(exp_dir, CounterState)
+    failed = Boom()(exp.spawn_new_tree(start=1))
+    with pytest.raises(dg.RunError):
+        exp.run(progress=False)
+    dagger_warnings.clear()
+    assert dg.Experiment.restore(exp_dir, CounterState).load_state(failed.sha()) is None
+    said = [record.getMessage() for record in dagger_warnings.records]
+    assert len(said) == 1 and f"State {failed.sha()[:12]} failed when it was computed" in said[0]

@@ -213,6 +213,10 @@ def on_file(locate: Callable[[Path, dict], Path], how: str):
             path.write_bytes(b"")
         elif how == "delete":
             path.unlink()
+        elif how == "folder":  # a file replaced by a folder (a careless copy, a sync tool)
+            path.unlink()
+            path.mkdir()
+            (path / "inner").write_bytes(data[:100])
         elif how == "replace":
             donor = sorted(p for p in path.parent.iterdir() if p != path and p.is_file())[0]
             path.write_bytes(donor.read_bytes())
@@ -270,6 +274,7 @@ DAMAGES = {
     "log cut inside an entry": in_entry(Kind.RECORD, of("b"), cut_inside),
     "log empty": on_file(first_log, "empty"),
     "log delete": on_file(first_log, "delete"),
+    "log replaced by a folder": on_file(first_log, "folder"),
     # files named by their content
     "payload flip": on_file(payload_file, "flip"),
     "payload truncate": on_file(payload_file, "truncate"),
@@ -392,6 +397,111 @@ def test_every_kind_of_damage_at_once_through_the_command_line(store, subprocess
     for path in paths - {"index.json"}:
         assert path in outputs["verify"], (path, outputs["verify"])
     assert "removed nothing" in outputs["gc"]
+
+
+def test_a_log_folder_replaced_by_a_file_is_reported(store, subprocess_env):
+    exp_dir, ids, _ = store
+    shutil.rmtree(exp_dir / "log")
+    (exp_dir / "log").write_text("junk\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dagger", "verify", str(exp_dir)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        cwd=exp_dir.parent,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "  - log: is a file, not dagger's folder of logs" in result.stdout
+    assert "no problems" not in result.stdout
+    # a run says what is in the way, and where (relative to the experiment folder)
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    with pytest.raises(dg.StoreError, match=r"`log` is a file, where dagger keeps its folder"):
+        exp.run(progress=False)
+
+
+@pytest.mark.parametrize("fix", ["load", "gc --repair"])
+@pytest.mark.parametrize(
+    ("damage", "name"),
+    [("record inline payload flip", "a"), ("payload flip", "p"), ("blob flip", "q")],
+)
+def test_damaged_content_is_recomputed_as_verify_says(
+    store, subprocess_env, call_log, fix, damage, name
+):
+    exp_dir, ids, _ = store
+    damaged = DAMAGES[damage](exp_dir, ids)
+
+    def dagger(*command):
+        return subprocess.run(
+            [sys.executable, "-m", "dagger", *command, str(exp_dir)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            cwd=exp_dir.parent,
+        )
+
+    said = dagger("verify").stdout
+    assert f"state {ids[name][:12]}: {damaged}: " in said, said
+    assert "`dagger gc --repair` (or loading the state) sets it aside" in said
+    # a run that does not need the state leaves it be (its children are stored)
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    exp.run(progress=False)
+    if fix == "load":
+        assert dg.Experiment.restore(exp_dir).load_state(ids[name]) is None
+    else:
+        repaired = dagger("gc", "--repair")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        assert "set aside 1 state(s) whose content is damaged" in repaired.stdout
+        assert ids[name][:12] in repaired.stdout
+    before = len(read_log(call_log))
+    exp = dg.Experiment(exp_dir, CounterState)
+    nodes = define(exp, first=False)
+    report = exp.run(progress=False)
+    assert report.computed == 1  # recomputed once, nothing else
+    assert read_log(call_log)[before:] == (["add:1"] if name == "a" else [])
+    expected_value(name, nodes[name].get())
+    assert dg.verify(exp_dir).ok
+    exp = dg.Experiment(exp_dir, CounterState)
+    define(exp, first=False)
+    assert exp.run(progress=False).computed == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["experiment.json json-valid flip", "experiment.json truncate", "experiment.json delete"],
+)
+def test_a_run_that_computes_nothing_rewrites_a_damaged_experiment_json(
+    store, subprocess_env, damage
+):
+    exp_dir, ids, _ = store
+    DAMAGES[damage](exp_dir, ids)
+    script = exp_dir.parent / "rerun.py"
+    script.write_text(
+        "import sys\n"
+        "import dagger as dg\n"
+        "from helpers import Add, CounterState\n"
+        "exp = dg.Experiment(sys.argv[1], CounterState)\n"
+        "Add(1)(exp.spawn_new_tree(start=1))\n"
+        "print(exp.run(progress=False).computed)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), str(exp_dir)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        cwd=exp_dir.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]  # all cached: nothing computed...
+    assert "The next run writes the rebuilt file" in result.stderr
+    # ... and yet the rebuilt file is written, as the warning said
+    written = json.loads((exp_dir / "experiment.json").read_text())
+    assert ids["root"] in written["roots"]
+    assert dg.verify(exp_dir).ok, str(dg.verify(exp_dir))
+    if damage != "experiment.json delete":
+        assert list((exp_dir / "quarantine").glob("experiment.json.*"))  # the evidence
 
 
 # -- smaller cases (issue 11) -----------------------------------------------------------------------

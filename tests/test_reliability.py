@@ -229,6 +229,53 @@ def test_a_read_only_folder_reads_and_says_what_needs_write_access(tmp_path, sub
             subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=False)
 
 
+@pytest.mark.parametrize("locks", ["locks folder copied", "no locks folder"])
+def test_gc_on_a_read_only_folder_says_it_needs_write_access(tmp_path, subprocess_env, locks):
+    with tmpfs(tmp_path / "ro", "4m") as folder:
+        exp_dir = folder / "exp"
+        script = tmp_path / "first.py"
+        script.write_text(FIRST_RUN)
+        subprocess.run(
+            [sys.executable, str(script), str(exp_dir)],
+            env=subprocess_env,
+            cwd=tmp_path,
+            check=True,
+        )
+        if locks == "no locks folder":  # as after copying the store, or a fresh checkout
+            shutil.rmtree(exp_dir / "locks")
+        (exp_dir / "payloads").mkdir(exist_ok=True)
+        (exp_dir / "payloads" / "orphan").write_bytes(b"left by nothing")
+        remount = subprocess.run(
+            ["mount", "-o", "remount,ro", str(folder)], capture_output=True, text=True
+        )
+        assert remount.returncode == 0, remount.stderr
+
+        def gc(*options):
+            return subprocess.run(
+                [sys.executable, "-m", "dagger", "gc", str(exp_dir), *options],
+                env=subprocess_env,
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+            )
+
+        try:
+            # a dry run writes nothing: it needs no write access (and takes no lock)
+            dry = gc("--dry-run")
+            assert dry.returncode == 0, dry.stderr
+            assert "would remove 1 file(s)" in dry.stdout and "payloads/orphan" in dry.stdout
+            real = gc()
+            assert real.returncode != 0
+            assert "Traceback" not in real.stderr
+            assert real.stderr.count("\n") == 1, real.stderr
+            assert "Could not collect garbage: `locks" in real.stderr
+            assert "is not writable by this process" in real.stderr
+            assert "needs write access" in real.stderr
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=False)
+        assert (exp_dir / "payloads" / "orphan").exists()
+
+
 # -- lock paths ------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ import functools
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -77,6 +78,10 @@ ENVIRONMENT_VARIABLES = (
     "OMP_NUM_THREADS",
     "CUDA_VISIBLE_DEVICES",
 )
+
+# What a commit id looks like: SHA-1 (40 hex digits) or SHA-256 (64) object names. Anything
+# else `git` printed (a broken wrapper, garbage, terminal escapes) is not stored or shown.
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 # A repository so large or a disk so slow that `git status` takes longer is reported as such
 # rather than holding up the run.
@@ -132,7 +137,10 @@ def git_facts(git_directory: str | os.PathLike[str] | None = None) -> dict[str, 
     Returns:
         A new dict of the three keys (JSON-serialisable).
     """
-    directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
+    try:
+        directory = _script_directory() if git_directory is None else Path(git_directory).resolve()
+    except OSError as missing:  # the current directory was deleted: describing must not fail
+        return {"git_commit": None, "git_dirty": None, "git_error": f"no directory: {missing}"}
     commit, dirty, error = _git_status(directory)
     return {"git_commit": commit, "git_dirty": dirty, "git_error": error}
 
@@ -247,7 +255,19 @@ def _script_directory() -> Path:
 @functools.cache
 def _git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
     """(commit, dirty, why there is no commit), from one ``git status`` per process and
-    directory."""
+    directory.
+
+    Never raises: what git says only describes a state, so a git that is missing, broken,
+    slow or prints garbage is recorded as the reason there is no commit, and the state is
+    computed and stored all the same.
+    """
+    try:
+        return _run_git_status(directory)
+    except Exception as error:  # describing the environment must never fail a run
+        return None, None, _printable(f"git could not be asked: {type(error).__name__}: {error}")
+
+
+def _run_git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
     command = [
         "git",
         # Never take the index lock: concurrent runs and the user's own git stay unaffected.
@@ -263,7 +283,10 @@ def _git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
         completed = subprocess.run(
             command,
             capture_output=True,
+            # Paths in git's output may be in any encoding; undecodable bytes become U+FFFD.
             text=True,
+            encoding="utf-8",
+            errors="replace",
             stdin=subprocess.DEVNULL,
             timeout=GIT_TIMEOUT_SECONDS,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
@@ -274,13 +297,13 @@ def _git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
     except subprocess.TimeoutExpired:
         return None, None, f"`git status` in {directory} took over {GIT_TIMEOUT_SECONDS:g} s"
     except OSError as error:
-        return None, None, f"git could not be run: {error}"
+        return None, None, _printable(f"git could not be run: {error}")
     if completed.returncode != 0:
         message = completed.stderr.strip().splitlines()
         first = message[0] if message else f"exit status {completed.returncode}"
         if "not a git repository" in first:
             return None, None, f"no git repository at {directory}"
-        return None, None, f"`git status` in {directory} failed: {first}"
+        return None, None, _printable(f"`git status` in {directory} failed: {first}")
     commit = None
     dirty = False
     for line in completed.stdout.splitlines():
@@ -288,9 +311,26 @@ def _git_status(directory: Path) -> tuple[str | None, bool | None, str | None]:
             commit = line.removeprefix("# branch.oid ").strip()
         elif line and not line.startswith("#"):
             dirty = True
-    if commit is None or commit == "(initial)":
+    if commit == "(initial)":
         return None, dirty, f"the git repository at {directory} has no commit yet"
+    if commit is None:
+        first_line = completed.stdout.strip().splitlines()[:1]
+        said = f": it printed {_printable(first_line[0])!r}" if first_line else ""
+        return None, None, f"`git status` in {directory} named no commit{said}"
+    if not _COMMIT.fullmatch(commit):
+        return (
+            None,
+            None,
+            f"`git status` in {directory} named no valid commit: {_printable(commit)!r}",
+        )
     return commit, dirty, None
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` without control characters (terminal escapes) or undecodable bytes' U+FFFD
+    marks, cut to ``limit`` characters: safe to store and to print."""
+    kept = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
+    return kept if len(kept) <= limit else kept[: limit - 3] + "..."
 
 
 # -- differences ---------------------------------------------------------------------------------

@@ -755,14 +755,37 @@ class Experiment:
     # -- loading -------------------------------------------------------------------------------
 
     def load_state(self, sha: str, map_location: Any = None) -> ExperimentState | None:
-        """Load a stored state fully (None, with one warning, if it is missing or corrupt).
+        """Load a stored state fully.
 
         Args:
-            sha: The state's id.
+            sha: The state's id, or a unique prefix of it (as ``dagger ls`` shows ids).
             map_location: Where to put tensors, as for ``torch.load``: a device, a dict
                 from saved to wanted location, or a function. Default: where they were
                 saved if that device exists here, else the CPU.
+
+        Returns:
+            The state; None, with one warning saying why, when the store has no content for
+            it: it failed, was pruned, or its content is damaged (it is then set aside, and
+            the next run recomputes it).
+
+        Raises:
+            StateNotFoundError: No state of the store has this id, or the prefix matches
+                several (a ``KeyError``; the message names the nearest ids).
         """
+        survey = self.store.survey()
+        status = survey.status_of(sha)
+        if status is None:  # a prefix, or an id the store does not hold
+            sha = resolve_ids([sha], self.store.snapshot().ids)[0]
+            status = self.store.survey().status_of(sha)
+        if status is not Status.DONE:
+            reasons: dict[Status | None, str] = {
+                Status.FAILED: "failed when it was computed",
+                Status.PRUNED: "was pruned (its payload dropped; a run recomputes it)",
+                Status.MISSING: "was found damaged and set aside (a run recomputes it)",
+            }
+            why = reasons.get(status, f"has no stored content ({status})")
+            logger.warning("State %s %s: it has no content to load.", sha[:12], why)
+            return None
         return loading.load_state(
             self.store, sha, self.state_class, owner=self, map_location=map_location
         )

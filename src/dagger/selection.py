@@ -7,6 +7,8 @@ prefixes, :func:`resolve_ids` into full ids of a store's states.
 
 from __future__ import annotations
 
+import bisect
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,8 +76,25 @@ def resolve_ids(wanted: Iterable[str], known: Iterable[str]) -> list[str]:
                     f"{', ...' if len(matches) > 5 else ''}); give more digits"
                 )
             else:
-                problem = "matches no state of this experiment; `dagger ls DIR` lists the ids"
+                near = _nearest(prefix, known_ids)
+                hint = f" (nearest: {', '.join(near)})" if near else ""
+                problem = (
+                    f"matches no state of this experiment{hint}; `dagger ls DIR` lists the ids"
+                )
             raise StateNotFoundError(f"The id {text!r} {problem}.", state_id=str(text))
         if matches[0] not in resolved:
             resolved.append(matches[0])
     return resolved
+
+
+def _nearest(prefix: str, known_ids: list[str]) -> list[str]:
+    """Up to three ids (12 characters) closest to ``prefix``: its neighbours in sorted order,
+    and those whose first characters are most alike (a typo)."""
+    if not prefix or not known_ids:
+        return []
+    start = bisect.bisect_left(known_ids, prefix)
+    heads = {state_id[: len(prefix)]: state_id for state_id in known_ids}
+    close = difflib.get_close_matches(prefix, list(heads), n=3, cutoff=0.5)
+    found = [heads[head] for head in close]
+    found += known_ids[max(start - 1, 0) : start + 1]
+    return [state_id[:12] for state_id in dict.fromkeys(found)][:3]

@@ -322,6 +322,7 @@ class DirectoryStore:
                 if rewrite:
                     rec.write_experiment(self.directory, merged, durable=self.durable)
                     self._meta = merged
+                    self._meta_damaged = None
                     if converted_from is not None:
                         remove_old_files(self.directory)
 
@@ -789,6 +790,14 @@ class DirectoryStore:
                 f"`{self.directory}` is a format-1 store; it is converted by the first run "
                 "(Experiment.run), not by this operation. Run the experiment once, then retry.",
                 directory=str(self.directory),
+            )
+        if self.log_dir.exists() and not self.log_dir.is_dir():
+            raise StoreError(
+                f"Could not open the experiment's log: `{self._rel(self.log_dir)}` is a file, "
+                "where dagger keeps its folder of logs (the states' records). Move it out of "
+                "the experiment folder (keep it if it holds anything of yours) and run again; "
+                "`dagger verify` lists what else is wrong.",
+                path=str(self.log_dir),
             )
         with (
             os_errors("open the experiment's log", self.log_dir, root=self.directory),
@@ -1392,6 +1401,10 @@ class DirectoryStore:
         merged (:func:`~dagger.store.maintenance.tidy`). At its end, every entry is made
         durable, this process's log is closed (so ``gc`` can tell that no run is going on), and
         the index rewritten if it is stale."""
+        if self._meta_damaged is not None:
+            # experiment.json was found damaged or missing and rebuilt from the records (the
+            # warning promised it): write it now, even in a run that computes nothing.
+            self.prepare(self.read_meta())
         if self.meta_path.exists() and self.format() < FORMAT_VERSION:
             self.prepare(self.read_meta())  # converts it (a run that writes nothing too)
         if self.meta_path.exists() and self.format() >= FORMAT_VERSION:

@@ -45,6 +45,7 @@ __all__ = [
     "LogWriter",
     "log_names",
     "log_owner",
+    "not_logs",
     "read_from",
     "read_range",
     "writer_alive",
@@ -79,12 +80,33 @@ def log_owner(name: str) -> str:
 
 
 def log_names(folder: Path) -> list[str]:
-    """The names of the logs in ``folder`` (none if it does not exist)."""
+    """The names of the logs in ``folder`` (none if it does not exist, or is not a folder).
+
+    Only regular files count: something else under a log's name (a folder, a device) holds
+    no records, and :func:`not_logs` names it for ``verify``.
+    """
+    return sorted(name for name, is_file in _log_entries(folder) if is_file)
+
+
+def not_logs(folder: Path) -> list[str]:
+    """What stands where logs should be but is no file: ``folder`` itself when it is not a
+    folder (``"log"``, relative to the experiment), else each ``log/<name>.log`` that is not a
+    regular file. The records such a path held are gone; their states count as absent."""
+    if folder.exists() and not folder.is_dir():
+        return [folder.name]
+    return [f"{folder.name}/{name}" for name, is_file in _log_entries(folder) if not is_file]
+
+
+def _log_entries(folder: Path) -> list[tuple[str, bool]]:
     try:
-        names = os.listdir(folder)
+        with os.scandir(folder) as entries:
+            return [
+                (entry.name, entry.is_file())
+                for entry in entries
+                if entry.name.endswith(LOG_SUFFIX) and entry.name[0] != "."
+            ]
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(name for name in names if name.endswith(LOG_SUFFIX) and name[0] != ".")
 
 
 def read_from(path: Path, offset: int) -> bytes:

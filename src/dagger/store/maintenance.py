@@ -23,22 +23,25 @@ new one is durable, damaged ones moved to ``quarantine/`` as evidence.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import NotAnExperimentError
+from ..errors import CorruptStateError, NotAnExperimentError
 from ..record import INLINE, Status, dumps, loads, wire_refs
 from . import records as rec
 from .catalog import Catalog
+from .errors import os_errors
 from .files import fsync_dir, hash_file, is_temp, temp_owner, writer_token
 from .frames import Frame, Kind, encode_frame, scan
 from .index import INDEX_NAME, index_damage, read_index, write_index
 from .legacy import old_files, read_legacy
-from .log import log_names, log_owner, read_from, writer_alive
+from .log import log_names, log_owner, not_logs, read_from, writer_alive
 
 if TYPE_CHECKING:
     from .directory import DirectoryStore
@@ -180,6 +183,20 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
             report.problems.append(Problem(_state_of(path), path, reason))
     names = log_names(store.log_dir)
     report.logs = len(names)
+    for path in not_logs(store.log_dir):
+        what = (
+            "is a file, not dagger's folder of logs"
+            if path == store.log_dir.name
+            else "is not a file (each log of records is one)"
+        )
+        report.problems.append(
+            Problem(
+                None,
+                path,
+                f"{what}: every state recorded there counts as absent and a run recomputes it; "
+                "move it out of the experiment folder (keep it if it holds anything of yours)",
+            )
+        )
     live = _live_tokens(store)
     for log, offset, length, reason in catalog.damage:
         report.problems.append(
@@ -211,7 +228,7 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
         problem = checked_blobs[digest]
         if problem:
             shown = str(store.blobs.path(digest).relative_to(directory))
-            report.problems.append(Problem(state_id, shown, problem))
+            report.problems.append(Problem(state_id, shown, problem + _SET_ASIDE))
 
     store.catalog = catalog
     visible = set()
@@ -235,7 +252,7 @@ def verify(target: DirectoryStore | str | os.PathLike[str]) -> VerifyReport:
             report.payloads += 1
             found = store.payload_problem(state_id)
             if found is not None:
-                report.problems.append(Problem(state_id, found[0], found[1]))
+                report.problems.append(Problem(state_id, found[0], found[1] + _SET_ASIDE))
             for digest, size in catalog.blob_refs(row).items():
                 check_blob(state_id, digest, size)
         parent = catalog.parent[row]
@@ -350,6 +367,37 @@ def _index_problems(store: DirectoryStore, truth: Catalog) -> list[Problem]:
     return problems
 
 
+# What makes a state whose content is damaged count as absent, so that a run recomputes it:
+# verify itself only reads.
+_SET_ASIDE = (
+    "; `dagger gc --repair` (or loading the state) sets it aside, and the next run recomputes it"
+)
+
+
+def _unusable(store: DirectoryStore, catalog: Catalog) -> list[Problem]:
+    """Stored (done) states whose payload, or a blob it refers to, is missing or does not
+    match its checksum: a full read of every payload and blob."""
+    found = []
+    blobs: dict[str, str | None] = {}
+    for row in range(len(catalog.ids)):
+        if catalog.status(row) is not Status.DONE:
+            continue
+        state_id = catalog.ids[row]
+        problem = store.payload_problem(state_id)
+        # (A record entry that cannot be read is a damaged entry: gc refuses, or repairs it.)
+        if problem is not None and problem[1] != "its record entry cannot be read":
+            found.append(Problem(state_id, problem[0], problem[1]))
+            continue
+        for digest, size in catalog.blob_refs(row).items():
+            if digest not in blobs:
+                blobs[digest] = _content_problem(store.blobs.path(digest), size, digest)
+            if blobs[digest]:
+                shown = str(store.blobs.path(digest).relative_to(store.directory))
+                found.append(Problem(state_id, shown, f"blob {blobs[digest]}"))
+                break
+    return found
+
+
 def _content_problem(
     path: Path, expected_size: int | None, expected_digest: str | None
 ) -> str | None:
@@ -376,6 +424,8 @@ class GcReport:
             than ``min_age`` (they may be about to be referred to).
         refused: Why nothing was removed (damaged entries), if so.
         compacted: Logs merged into one.
+        set_aside: With ``repair``, the states whose content was damaged: each was set
+            aside (marked ``quarantined``), so that the next run recomputes it.
     """
 
     dry_run: bool
@@ -384,6 +434,7 @@ class GcReport:
     kept_young: int = 0
     refused: list[Problem] = field(default_factory=list)
     compacted: int = 0
+    set_aside: list[Problem] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.refused:
@@ -409,6 +460,13 @@ class GcReport:
         lines += [f"  - {path}" for path in self.removed[:50]]
         if len(self.removed) > 50:
             lines.append(f"  ... and {len(self.removed) - 50} more")
+        if self.set_aside:
+            verb = "would set aside" if self.dry_run else "set aside"
+            lines.append(
+                f"{verb} {len(self.set_aside)} state(s) whose content is damaged "
+                "(the next run recomputes them):"
+            )
+            lines += [f"  - {problem}" for problem in self.set_aside]
         return "\n".join(lines)
 
 
@@ -436,8 +494,33 @@ def gc(
     """
     store = _as_store(target)
     store.read_meta()  # refuse a folder that is not an experiment
+    operation = "collect garbage" + (" (dry run)" if dry_run else "")
+    # A folder gc may not write to is the StoreError a run gives there, never a traceback.
+    with os_errors(operation, store.directory, root=store.directory):
+        return _collect(store, dry_run=dry_run, min_age=min_age, repair=repair)
+
+
+# What a folder this process may not write to raises (a read-only mount, another user's folder).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _gc_lock(store: DirectoryStore, *, dry_run: bool) -> Iterator[None]:
+    """The experiment lock; for a dry run of a folder this process cannot write to, none: a
+    dry run writes nothing, so it needs no lock to be safe, and its report says what gc would
+    remove as the folder is now."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.experiment_lock())
+        except OSError as error:
+            if not (dry_run and error.errno in _NOT_WRITABLE):
+                raise
+        yield
+
+
+def _collect(store: DirectoryStore, *, dry_run: bool, min_age: float, repair: bool) -> GcReport:
     report = GcReport(dry_run=dry_run)
-    with store.experiment_lock():
+    with _gc_lock(store, dry_run=dry_run):
         trusted = store.locks_trusted()
         live = _live_tokens(store) if trusted else set()
         running = bool(live - {writer_token()}) or not trusted or store.writer.pending
@@ -475,6 +558,14 @@ def gc(
                 compact(store)
                 catalog, _ = store.rebuild()
         store.catalog = catalog
+        if repair and not legacy and not running:
+            report.set_aside = _unusable(store, catalog)
+            if report.set_aside and not dry_run:
+                for problem in report.set_aside:
+                    with contextlib.suppress(CorruptStateError):  # it always raises
+                        store.quarantine(problem.state_id or "", problem.message)
+                catalog, _ = store.rebuild()
+                store.catalog = catalog
         wanted_files, wanted_blobs = _wanted(store, catalog)
         cutoff = time.time() - min_age
 
