@@ -4,6 +4,7 @@ a scratch area, compare every attribute, report and record the outcome."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -375,6 +376,11 @@ def test_cli_errors_are_one_line(cli, exp_dir, tmp_path):
         assert result.stdout == ""
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(message)
+        if "(nearest: " in message:  # the nearest stored ids, then where to see them all
+            assert re.fullmatch(
+                r".*\(nearest: [0-9a-f]{12}(, [0-9a-f]{12}){0,2}\); `dagger ls DIR` lists the ids\.",
+                line,
+            ), line
 
 
 def test_the_console_script_imports_recipes_from_the_current_folder(cli, exp_dir):
