@@ -224,6 +224,10 @@ def test_dagger_explain_prints_the_stored_manifest(study, tmp_path, subprocess_e
     assert text.strip() == str(Explanation.from_json(first["explained"][leaf]))
     root = _dagger("explain", str(store), first["root"][:8], cwd=tmp_path, env=subprocess_env)
     assert "root of Start" in root.stdout and "argument           start = 1.0" in root.stdout
+    # An id copied in capitals (from a report, a spreadsheet) is the same hexadecimal id.
+    upper = _dagger("explain", str(store), leaf[:10].upper(), cwd=tmp_path, env=subprocess_env)
+    assert upper.returncode == 0, upper.stderr
+    assert upper.stdout == done.stdout
 
 
 def test_dagger_explain_refuses_an_unknown_or_ambiguous_prefix(study, tmp_path, subprocess_env):

@@ -358,11 +358,13 @@ class StaticExperimentTree:
         return self._nodeset(row for row in self._rows_in_order() if not child_rows(row))
 
     def node(self, sha: str) -> ExperimentState:
-        """The state with this id, or with this unique id prefix.
+        """The state with this id, or with this unique id prefix (ids are hexadecimal: any
+        case matches, as ``dagger rm`` takes them).
 
         Raises:
             StateNotFoundError: No state matches, or the prefix is ambiguous.
         """
+        sha = sha.strip().lower() if isinstance(sha, str) else sha
         row = self.table.row(sha)
         if row is not None:
             return self.state(row)
