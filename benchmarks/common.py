@@ -8,7 +8,6 @@ repetitions (the least disturbed one).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,10 +30,10 @@ def best_of(repeat: int, action: Callable[[], float | None]) -> float:
 
 def run_phase(script: Path, *args: str) -> dict:
     """Run ``script --phase ...`` in a fresh interpreter; it prints one JSON line last."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE), env.get("PYTHONPATH", "")])
+    # dagger as installed (`pip install -e .`); the benchmark's own modules (common, scale_tree)
+    # sit beside the script, which Python puts first on sys.path.
     output = subprocess.run(
-        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=False
     )
     if output.returncode != 0:
         raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{output.stderr}")

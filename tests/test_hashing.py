@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import functools
 import math
-import os
 import pathlib
 import subprocess
 import sys
@@ -427,17 +426,21 @@ def test_register_extends_the_encoder():
         hashing._REGISTRY.pop(Schedule)
 
 
-def test_hash_does_not_depend_on_the_process_or_hash_seed():
+def test_hash_does_not_depend_on_the_process_or_hash_seed(tmp_path, subprocess_env):
     code = (
-        "import sys; sys.path.insert(0, 'tests');"
         "from dagger.hashing import digest;"
         "print(digest({'a': {1, 2, 'x'}, 'b': frozenset({'p', 'q'}), 'c': 1e-9}))"
     )
     outputs = set()
     for seed in ("0", "1", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env = {**subprocess_env, "PYTHONHASHSEED": seed}
         result = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         outputs.add(result.stdout.strip())
     assert outputs == {digest({"a": {1, 2, "x"}, "b": frozenset({"p", "q"}), "c": 1e-9})}

@@ -2,7 +2,10 @@
 record under states/), as dagger wrote it at commit 95f0a37. Kept for reference: the store
 itself is checked in, and tests/test_format1.py opens, reads and converts a copy of it.
 
-    PYTHONPATH=<a checkout of 95f0a37>/src:tests python tests/data/make_format1.py OUT
+    git worktree add /tmp/dagger-95f0a37 95f0a37
+    python -m venv /tmp/old && /tmp/old/bin/pip install /tmp/dagger-95f0a37
+    cp tests/data/make_format1.py tests/helpers.py /tmp/work/ && cd /tmp/work
+    /tmp/old/bin/python make_format1.py OUT
 """
 
 import sys
