@@ -9,7 +9,7 @@ serialisation of a segment, for a worker process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +24,10 @@ __all__ = [
     "SIBLINGS_COMPARED",
     "PlanNode",
     "build",
-    "count",
     "from_wire",
     "segment",
     "survey",
+    "tally",
     "to_wire",
 ]
 
@@ -325,15 +325,25 @@ def _result_damaged(store: Store, sha: str, name: str) -> bool:
     return entry is None or store.result_problem(entry) is not None
 
 
-def count(roots: Iterable[PlanNode], measure: Callable[[PlanNode], int], *, all: bool) -> int:
-    """Sum ``measure`` over the plan: every node (``all``), or only where work is left."""
-    total, stack = 0, list(roots)
+def tally(roots: Iterable[PlanNode]) -> tuple[int, int, int]:
+    """One pass over the plan: ``(stored, to compute, pending Functions)``.
+
+    Stored states are counted everywhere; states to compute and pending Functions only where
+    work is left: a node that has work and whose ancestors all have work.
+    """
+    stored = to_compute = functions = 0
+    stack = [(root, True) for root in roots]
     while stack:
-        node = stack.pop()
-        if all or node.work:
-            total += measure(node)
-            stack.extend(node.children)
-    return total
+        node, working = stack.pop()
+        if node.stored:
+            stored += 1
+        working = working and node.work
+        if working:
+            to_compute += not node.stored
+            functions += len(node.pending)
+        if node.children:
+            stack.extend([(child, working) for child in node.children])
+    return stored, to_compute, functions
 
 
 def segment(start: PlanNode) -> list[PlanNode]:

@@ -52,7 +52,7 @@ from .errors import CorruptStateError, DaggerError, RecipeResultError, RunError,
 from .explain import Explanation, explain_record, ingredients_of, kept_digests
 from .identity import state_code_identity
 from .loading import damage_noter, load_state, new_root
-from .plan import PlanNode, count
+from .plan import PlanNode, tally
 from .progress import DEFAULT_INTERVAL, Progress, progress_mode
 from .recipe import Function, Recipe, rebuild_recipe
 from .record import ErrorInfo, Ingredients, ResultEntry, StateRecord, Status, jsonable, now
@@ -515,9 +515,7 @@ class Runner:
             RunError: At the end, if anything failed (everything else was stored).
         """
         started = time.perf_counter()
-        self.report.cached = count(roots, lambda node: int(node.stored), all=True)
-        to_compute = count(roots, lambda node: int(not node.stored), all=False)
-        functions = count(roots, lambda node: len(node.pending), all=False)
+        self.report.cached, to_compute, functions = tally(roots)
         self._note_recomputes(roots)
         self.progress = Progress(self.mode, to_compute + functions, self._counts, self.log_interval)
         self.progress.open()
