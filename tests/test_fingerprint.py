@@ -736,21 +736,31 @@ def test_caches_keep_nothing_alive(tmp_path):
                 def run(self, state):
                     return state
 
-            return Local, lambda x: x
+            class Plain(dg.Recipe):
+                def __init__(self, factor=1):
+                    self.factor = factor
+
+                def run(self, state):
+                    return state
+
+            return Local, Plain, lambda x: x
         """,
     )
-    local, function = module.make()
+    local, plain, function = module.make()
     code_identity(local, dg.Recipe)
     code_identity(function)
     child_sha(ROOT, Apply(function))
-    local().snapshot()  # what applying it does: the plain-copy cache learns the class
-    assert id(local) in dg.recipe._PLAIN_CLASSES
-    key = id(local)
-    refs = [weakref.ref(local), weakref.ref(function)]
-    del local, function
+    exp = dg.Experiment(tmp_path / "exp", CounterState)
+    root = exp.spawn_new_tree(start=0)
+    local()(root)
+    plain()(root)  # applying it: the short path's cache learns the class
+    assert id(plain) in dg.recipe._SHORT_PATH
+    key = id(plain)
+    refs = [weakref.ref(local), weakref.ref(plain), weakref.ref(function)]
+    del local, plain, function, exp, root
     gc.collect()
-    assert [ref() for ref in refs] == [None, None]
-    assert key not in dg.recipe._PLAIN_CLASSES  # and its entry went with it
+    assert [ref() for ref in refs] == [None, None, None]
+    assert key not in dg.recipe._SHORT_PATH  # and its entry went with it
 
 
 def test_manifest_is_json_and_round_trips(tmp_path):

@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 import dagger as dg
 from dagger import hashing
 from dagger.fingerprint import code_digest
-from dagger.hashing import digest, encode
+from dagger.hashing import digest, encode, encode_encodings
 
 
 class Size(enum.IntEnum):
@@ -511,6 +511,20 @@ def test_distinct_typed_values_hash_distinct(a, b):
         assert digest(a) == digest(b)
     else:
         assert digest(a) != digest(b)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=6),
+        values | st.integers(-(10**300), 10**300) | st.integers(-10, 10),
+        max_size=5,
+    )
+)
+def test_encode_encodings_is_its_definition_in_one_pass(mapping):
+    """The one-pass encoding of a recipe's properties (every promise's id) writes the bytes of
+    the dict of the values' encodings, for every value: short and long ints take two paths."""
+    expected = encode({key: encode(value) for key, value in mapping.items()})
+    assert encode_encodings(mapping) == expected
 
 
 @given(st.dictionaries(st.text(max_size=5), st.integers(), min_size=2, max_size=6), st.randoms())

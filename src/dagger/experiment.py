@@ -31,7 +31,7 @@ from .plan_report import PlanReport
 from .preview import preview
 from .progress import DEFAULT_INTERVAL
 from .promise import ExperimentStatePromise, realise, warn_scheduler
-from .recipe import Function, Recipe
+from .recipe import Function, Recipe, applied
 from .record import FORMAT_VERSION, IDENTITY_VERSION, ExperimentMeta, Status, jsonable, now
 from .runner import Runner, RunReport
 from .selection import ids_of, resolve_ids
@@ -276,8 +276,9 @@ class Experiment:
                 f"Only dagger.Recipe instances define children; got a {type(recipe).__name__}.",
                 value_type=type(recipe).__name__,
             )
-        child = ExperimentStatePromise(self, parent, recipe.snapshot(), self.tags)
-        child.sha()  # a property that is missing or cannot be hashed is reported here
+        snapshot, identity = applied(recipe)  # a missing property is reported here
+        child = ExperimentStatePromise(self, parent, snapshot, self.tags, identity=identity)
+        child.sha()  # and a property that cannot be hashed here
         parent.attach_child(child)
         return child
 

@@ -100,6 +100,7 @@ __all__ = [
     "code_digest",
     "code_identity",
     "function_fingerprint",
+    "identity_check",
     "manifest_changes",
 ]
 
@@ -1202,6 +1203,7 @@ _PLAIN_READERS: dict[types.CodeType, str] = {
         ("classes", _read_classes, (None, "__bases__")),
         ("globals", _read_globals, (None, ())),
         ("simple functions", _read_simple_functions, ((),)),
+        ("functions", _read_functions, ((),)),
     )
 }
 
@@ -1997,6 +1999,11 @@ def _generate_check(checks: Sequence[tuple[Reader, Sequence[Marker]]]) -> Callab
                 if not compare(f"_g({constant(name)}, _MISSING)", marker):
                     return None
             continue
+        if kind == "functions":
+            at = _generate_function_checks(free["refs"], markers, lines, compare, constant)
+            if at != len(markers):
+                return None
+            continue
         # simple functions: five slots each
         for ref in free["refs"]:
             lines.append(f" _f = {constant(ref)}()")
@@ -2012,6 +2019,72 @@ def _generate_check(checks: Sequence[tuple[Reader, Sequence[Marker]]]) -> Callab
     exec(compile("\n".join(lines), "<dagger code-identity check>", "exec"), space)
     check: Callable[[], bool] = space["check"]
     return check
+
+
+def _generate_function_checks(
+    refs: Sequence[weakref.ref[types.FunctionType]],
+    markers: Sequence[Marker],
+    lines: list[str],
+    compare: Callable[[str, Marker], bool],
+    constant: Callable[[Any], str],
+) -> int:
+    """Append to ``lines`` the checks of :func:`_read_functions`'s slots, in its order (code,
+    ``__wrapped__``, defaults count then values, keyword-default names then values, cells;
+    see :func:`_function_state`); return how many markers they use (-1: cannot be generated,
+    the general readers check instead)."""
+    at = 0
+    for ref in refs:
+        func = ref()
+        if func is None:
+            return -1
+        lines.append(f" _f = {constant(ref)}()")
+        lines.append(" if _f is None: return False")
+        if not compare("_f.__code__", markers[at]):
+            return -1
+        lines.append(" _a = _f.__dict__")
+        wrapped = "(_a.get('__wrapped__', _MISSING) if _a else _MISSING)"
+        if not compare(wrapped, markers[at + 1]):
+            return -1
+        at += 2
+        count = markers[at]
+        at += 1
+        if count[0] != _EQ or type(count[1]) is not int:
+            return -1
+        lines.append(" _d = _f.__defaults__")
+        if count[1] == 0:
+            lines.append(" if _d: return False")  # None and () both read as no defaults
+        else:
+            lines.append(f" if _d is None or _len(_d) != {count[1]}: return False")
+            items = [f"_v{index}" for index in range(count[1])]
+            lines.append(f" {', '.join(items)}, = _d")
+            for item in items:
+                if not compare(item, markers[at]):
+                    return -1
+                at += 1
+        names = markers[at]
+        at += 1
+        if names[0] != _EQ or type(names[1]) is not tuple:
+            return -1
+        lines.append(" _w = _f.__kwdefaults__")
+        if not names[1]:
+            lines.append(" if _w: return False")
+        else:
+            lines.append(f" if _w is None or _tuple(_w) != {constant(names[1])}: return False")
+            items = [f"_v{index}" for index in range(len(names[1]))]
+            lines.append(f" {', '.join(items)}, = _w.values()")
+            for item in items:
+                if not compare(item, markers[at]):
+                    return -1
+                at += 1
+        cells = len(func.__closure__ or ())
+        if cells:  # as many as the code's free variables, and the code was compared above
+            lines.append(" _l = _f.__closure__")
+            for index in range(cells):
+                # an empty cell raises here: the caller then takes the general path
+                if not compare(f"_l[{index}].cell_contents", markers[at]):
+                    return -1
+                at += 1
+    return at
 
 
 def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
@@ -2064,6 +2137,22 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
         return _compute(obj, base, key)
     finally:
         busy.discard(key)
+
+
+def identity_check(obj: Any, base: type | None = None) -> Callable[[], bool] | None:
+    """The check behind :func:`code_identity`'s cached answer for ``obj``: a function of no
+    arguments that returns True while that answer still holds (no slot it was computed from
+    has changed), and False (or raises) once it may not. None when there is no cached answer,
+    or its check cannot run without the re-entry guard (it would read the user's code).
+
+    For a caller that applies one class many times (100,000 recipes of a sweep): while the
+    check passes, ``code_identity(obj, base)`` returns what it returned last; when it fails,
+    the caller asks :func:`code_identity` again.
+    """
+    cached = _IDENTITIES.get((id(obj), id(base)))
+    if cached is None or cached[0]() is not obj or cached[1]() is not base:
+        return None
+    return cached[4]
 
 
 def _compute(obj: Any, base: type | None, key: tuple[int, int]) -> CodeIdentity:

@@ -808,18 +808,10 @@ def encode_encodings(mapping: Mapping[str, Any], *, code: CodeDigest | None = No
         HashingError: As for :func:`encode`, for the first value that cannot be encoded.
     """
     pairs = []
+    lengths = _LENGTHS
     for key, value in mapping.items():
         if type(key) is not str:  # not a name: the general path, which sorts any keys
             return encode({k: encode(v, code=code) for k, v in mapping.items()})
-        kind = type(value)
-        if kind is int:
-            text = str(value).encode()
-            inner = b"i" + _Q(len(text)) + text
-        elif kind is str:
-            raw = value.encode("utf-8", "surrogatepass")
-            inner = b"s" + _Q(len(raw)) + raw
-        else:
-            inner = _plain(value, 0) or encode(value, code=code)
         start = _NAME_STARTS.get(key)
         if start is None:
             if len(_NAME_STARTS) >= 4096:
@@ -827,9 +819,26 @@ def encode_encodings(mapping: Mapping[str, Any], *, code: CodeDigest | None = No
             raw = key.encode("utf-8", "surrogatepass")
             start = _NAME_STARTS[key] = b"s" + _Q(len(raw)) + raw + b"b"
         # a str key, then the inner encoding as bytes: what _plain writes for each pair
+        kind = type(value)
+        if kind is int and (size := len(text := b"%d" % value)) < _SHORT:
+            # b"i" + length + digits, itself as bytes: 9 + size bytes
+            pairs.append(start + lengths[size + 9] + b"i" + lengths[size] + text)
+            continue
+        if kind is str:
+            raw = value.encode("utf-8", "surrogatepass")
+            inner = b"s" + _Q(len(raw)) + raw
+        else:
+            inner = _plain(value, 0) or encode(value, code=code)
         pairs.append(start + _Q(len(inner)) + inner)
-    pairs.sort()
+    if len(pairs) > 1:
+        pairs.sort()
     return b"d" + _Q(len(pairs)) + b"".join(pairs)
+
+
+# _Q(n) for the lengths of short encodings, looked up rather than packed (an int property's
+# pair takes two; 100,000 promises of a sweep have one or more each).
+_SHORT = 240
+_LENGTHS = tuple(_Q(length) for length in range(_SHORT + 16))
 
 
 # name -> the encoding of the name, then the tag of a bytes value (the start of each pair of

@@ -9,13 +9,14 @@ serialisation of a segment, for a worker process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ExperimentDefinitionError
 from .promise import ExperimentStatePromise, code_now
-from .recipe import Recipe
+from .recipe import Function, Recipe
 from .record import RecipeInfo, Status
 from .store import Store
 from .store.table import paused_gc
@@ -30,6 +31,14 @@ __all__ = [
     "tally",
     "to_wire",
 ]
+
+
+_NO_FUNCTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+def _no_functions() -> Mapping[str, Any]:
+    """The one empty, read-only mapping every node without Functions shares."""
+    return _NO_FUNCTIONS
 
 
 #: How many stored siblings a state to compute is compared with, at most: the newest of each
@@ -76,8 +85,10 @@ class PlanNode:
     # Empty tuples until there is something to hold: a rerun plans 100,000 nodes, mostly
     # untagged, stored leaves, and every list would be one more object for the collector.
     tags: list[str] | tuple[str, ...] = ()
-    functions: dict[str, Any] = field(default_factory=dict)
-    function_codes: dict[str, str] = field(default_factory=dict)
+    # Shared and read-only until a Function is applied (most nodes have none): two dicts per
+    # node were 200,000 objects in a 100,000-state rerun.
+    functions: Mapping[str, Any] = field(default_factory=_no_functions)
+    function_codes: Mapping[str, str] = field(default_factory=_no_functions)
     children: list[PlanNode] | tuple[PlanNode, ...] = ()
     stored: bool = False
     pending: list[str] | tuple[str, ...] = ()
@@ -131,69 +142,85 @@ def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None)
 def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> list[PlanNode]:
     nodes: dict[str, PlanNode] = {}
     plan_roots: list[PlanNode] = []
-    stack: list[tuple[ExperimentStatePromise, PlanNode | None]] = [
-        (root, None) for root in reversed(list(roots))
-    ]
+    # Depth-first, in definition order: one iterator per level, each resumed where it
+    # stopped (a parent's leaves are taken in one tight loop, no stack entry each).
+    levels: list[Iterator[ExperimentStatePromise]] = [iter(list(roots))]
+    parents: list[PlanNode | None] = [None]
     # class -> its code identity now, worked out once per class per run (cached fingerprint
     # checks); each promise's recorded one is compared with it.
     codes_now: dict[type, str] = {}
-    while stack:
-        promise, parent = stack.pop()
-        sha = promise.sha()
-        node = nodes.get(sha)
-        if node is None:
-            # One id, one code identity: a duplicate promise has the node's.
-            defined = promise.defined_code()
-            if defined is not None:
-                cls, code = defined
-                now = codes_now.get(cls)
-                if now is None:
-                    now = codes_now[cls] = code_now(cls)
-                if now != code:
-                    raise _edited_after_definition(cls, sha)
-            node = nodes[sha] = PlanNode(
-                sha,
-                parent,
-                promise.recipe,
-                None,
-                promise.is_root,
-                promise.arguments,
-                list(dict.fromkeys(promise.tags)) if promise.tags else (),
-                promise=promise,
-            )
-            if parent is None:
-                plan_roots.append(node)
-            elif isinstance(parent.children, list):
-                parent.children.append(node)
-            else:
-                parent.children = [node]
-        elif promise.tags:
-            tags = list(node.tags)
-            for tag in promise.tags:
-                if tag not in tags:
-                    tags.append(tag)
-            node.tags = tags
-        if promise.functions and path is None:
-            for function in promise.functions:
-                code = function.code_identity()
-                known = node.function_codes.get(function.name)
-                if known is not None and known != code:
-                    raise ExperimentDefinitionError(
-                        f"Two different Functions named `{function.name}` were applied to "
-                        f"state {sha[:12]}. Give them distinct names with "
-                        "Function(op, name=...).",
-                        name=function.name,
-                    )
-                node.functions[function.name] = function
-                node.function_codes[function.name] = code
-        if promise.children:
-            if path is None:
-                stack.extend([(child, node) for child in reversed(promise.children)])
-            else:
-                stack.extend(
-                    [(child, node) for child in reversed(promise.children) if id(child) in path]
+    while levels:
+        parent = parents[-1]
+        for promise in levels[-1]:
+            if path is not None and id(promise) not in path:
+                continue
+            sha = promise.sha()
+            node = nodes.get(sha)
+            if node is None:
+                # One id, one code identity: a duplicate promise has the node's.
+                defined = promise.defined_code()
+                if defined is not None:
+                    cls, code = defined
+                    now = codes_now.get(cls)
+                    if now is None:
+                        now = codes_now[cls] = code_now(cls)
+                    if now != code:
+                        raise _edited_after_definition(cls, sha)
+                node = nodes[sha] = PlanNode(
+                    sha,
+                    parent,
+                    promise.recipe,
+                    None,
+                    promise.is_root,
+                    promise.arguments,
+                    list(dict.fromkeys(promise.tags)) if promise.tags else (),
+                    promise=promise,
                 )
+                if parent is None:
+                    plan_roots.append(node)
+                elif isinstance(parent.children, list):
+                    parent.children.append(node)
+                else:
+                    parent.children = [node]
+            elif promise.tags:
+                tags = list(node.tags)
+                for tag in promise.tags:
+                    if tag not in tags:
+                        tags.append(tag)
+                node.tags = tags
+            if promise.functions and path is None:
+                _add_functions(node, promise.functions)
+            if promise.children:  # its subtree next, then the rest of this level
+                levels.append(iter(promise.children))
+                parents.append(node)
+                break
+        else:
+            levels.pop()
+            parents.pop()
     return plan_roots
+
+
+def _add_functions(node: PlanNode, functions: Iterable[Function]) -> None:
+    """Give ``node`` the Functions a promise of its state was given.
+
+    Raises:
+        ExperimentDefinitionError: Two different Functions with one name on one state.
+    """
+    if not node.functions:
+        node.functions, node.function_codes = {}, {}
+    named, codes = node.functions, node.function_codes
+    assert isinstance(named, dict) and isinstance(codes, dict)
+    for function in functions:
+        code = function.code_identity()
+        known = codes.get(function.name)
+        if known is not None and known != code:
+            raise ExperimentDefinitionError(
+                f"Two different Functions named `{function.name}` were applied to state "
+                f"{node.sha[:12]}. Give them distinct names with Function(op, name=...).",
+                name=function.name,
+            )
+        named[function.name] = function
+        codes[function.name] = code
 
 
 def _edited_after_definition(cls: type, sha: str) -> ExperimentDefinitionError:
@@ -376,9 +403,14 @@ def to_wire(chain: list[PlanNode]) -> dict[str, Any]:
     the size of the subtree below its last node."""
     return {
         "parent": chain[0].parent.sha if chain[0].parent else None,
-        "nodes": [{name: getattr(node, name) for name in _WIRE_FIELDS} for node in chain],
+        "nodes": [{name: _plain(getattr(node, name)) for name in _WIRE_FIELDS} for node in chain],
         "below": chain[-1].size() - 1,
     }
+
+
+def _plain(value: Any) -> Any:
+    """A node's field as it travels: a read-only mapping as a dict (it pickles)."""
+    return dict(value) if isinstance(value, MappingProxyType) else value
 
 
 def from_wire(wire: dict[str, Any]) -> tuple[PlanNode | None, list[PlanNode]]:

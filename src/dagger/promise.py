@@ -86,6 +86,23 @@ class ExperimentStatePromise(Growable):
     the state on the promise for later reads.
     """
 
+    # What most promises of a large tree keep as it is, as class attributes: a promise sets
+    # only what differs (100,000 promises are built in a loop of the user's).
+    arguments: dict[str, Any] | None = None
+    # Empty tuples until something is added: no list per leaf for the collector to traverse
+    # (a tree of 100,000 promises is mostly leaves).
+    children: list[ExperimentStatePromise] | tuple[()] = ()
+    functions: list[Function] | tuple[()] = ()
+    _sha: str | None = None
+    # The recipe's identity when it was applied, kept as three attributes rather than one
+    # tuple: a tuple holding a dict stays tracked by the collector, one per promise.
+    _recipe_name: str | None = None
+    _code: str | None = None
+    _properties: dict[str, Any] | None = None
+    _info: RecipeInfo | None = None
+    stored = False
+    _realised: ExperimentState | None = None
+
     def __init__(
         self,
         experiment: TreeBuilder,
@@ -95,25 +112,19 @@ class ExperimentStatePromise(Growable):
         *,
         arguments: dict[str, Any] | None = None,
         known_sha: str | None = None,
+        identity: tuple[str, str, dict[str, Any]] | None = None,
     ) -> None:
         self.experiment = experiment
         self.parent = parent
         self.recipe = recipe
-        self.tags = tuple(tags)
-        self.arguments = arguments
-        # Empty tuples until something is added: no list per leaf for the collector to
-        # traverse (a tree of 100,000 promises is mostly leaves).
-        self.children: list[ExperimentStatePromise] | tuple[()] = ()
-        self.functions: list[Function] | tuple[()] = ()
-        self._sha = known_sha
-        # The recipe's identity when it was applied, kept as three attributes rather than one
-        # tuple: a tuple holding a dict stays tracked by the collector, one per promise.
-        self._recipe_name: str | None = None
-        self._code: str | None = None
-        self._properties: dict[str, Any] | None = None
-        self._info: RecipeInfo | None = None
-        self.stored = known_sha is not None
-        self._realised: ExperimentState | None = None
+        self.tags = tags if type(tags) is tuple else tuple(tags)
+        if arguments is not None:
+            self.arguments = arguments
+        if known_sha is not None:
+            self._sha = known_sha
+            self.stored = True
+        if identity is not None:  # the recipe's identity, taken with its snapshot
+            self._recipe_name, self._code, self._properties = identity
 
     @property
     def experiment_object(self) -> TreeBuilder:
@@ -148,8 +159,10 @@ class ExperimentStatePromise(Growable):
                 self._code = state_code_identity(state_class, ExperimentState)
                 self._sha = state_class.root_sha(self.arguments)
             else:
-                name, code, properties = self.recipe.identity()
-                self._recipe_name, self._code, self._properties = name, code, properties
+                name, code, properties = self._recipe_name, self._code, self._properties
+                if name is None or code is None or properties is None:
+                    name, code, properties = self.recipe.identity()
+                    self._recipe_name, self._code, self._properties = name, code, properties
                 # child_sha(parent, recipe, identity), one call shorter (once per promise)
                 kind = type(self.recipe).__name__
                 self._sha = child_id(self.parent.sha(), name, code, properties, kind=kind)

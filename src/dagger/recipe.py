@@ -12,17 +12,26 @@ import copy
 import functools
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ._names import display, import_class
 from .errors import ExperimentDefinitionError
+from .fingerprint import identity_check
 from .hashing import register
 from .identity import child_id, function_code_identity, recipe_code_identity
 from .record import RecipeInfo, jsonable
 from .state import ExperimentState
 
-__all__ = ["Function", "Growable", "Recipe", "child_sha", "function", "rebuild_recipe"]
+__all__ = [
+    "Function",
+    "Growable",
+    "Recipe",
+    "applied",
+    "child_sha",
+    "function",
+    "rebuild_recipe",
+]
 
 logger = logging.getLogger("dagger")
 
@@ -174,19 +183,6 @@ _OBJECT_HOOKS = {
 }
 
 
-# Recipe classes that copy like plain objects (no __slots__, no copy or pickle hooks):
-# id(class) -> (weak reference to the class, whether it does). Weak: the cache never keeps a
-# class alive, and an entry is dropped with its class (a plain dict keyed by id is looked up
-# at C speed; a WeakKeyDictionary made a weak reference per lookup, per promise).
-_PLAIN_CLASSES: dict[int, tuple[weakref.ref[type], bool]] = {}
-
-
-def _forget_plain(key: int, ref: weakref.ref[type]) -> None:
-    entry = _PLAIN_CLASSES.get(key)
-    if entry is not None and entry[0] is ref:
-        del _PLAIN_CLASSES[key]
-
-
 def _copies_plainly(cls: type) -> bool:
     if hasattr(cls, "__slots__") or hasattr(cls, "__deepcopy__") or hasattr(cls, "__setstate__"):
         return False
@@ -199,17 +195,11 @@ def _plain_copy(recipe: Recipe) -> Recipe | None:
     faster (a tree of 100,000 promises makes 100,000 snapshots). None when it does not apply
     (a mutable attribute, ``__slots__``, or a class that customises copying or pickling).
     """
-    cls = type(recipe)
-    key = id(cls)
-    entry = _PLAIN_CLASSES.get(key)
-    if entry is not None and entry[0]() is cls:
-        plain = entry[1]
-    else:
-        plain = _copies_plainly(cls)
-        ref = weakref.ref(cls, lambda ref: _forget_plain(key, ref))
-        _PLAIN_CLASSES[key] = (ref, plain)
+    # Asked each time, not cached per class: a copy hook added to the class later counts.
+    # (The short path of applied(), whose cache a code-identity check keeps valid, is the one
+    # that avoids this for 100,000 recipes.)
     namespace = getattr(recipe, "__dict__", None)
-    if not plain or namespace is None:
+    if namespace is None or not _copies_plainly(type(recipe)):
         return None
     values = namespace.values()
     # every value an atom, checked at C speed; else one by one (tuples of atoms also copy)
@@ -220,9 +210,94 @@ def _plain_copy(recipe: Recipe) -> Recipe | None:
                 kind is tuple and all(type(item) in _ATOMS for item in value)
             ):
                 return None
-    copied = object.__new__(cls)
+    copied = object.__new__(type(recipe))
     copied.__dict__.update(namespace)
     return copied
+
+
+def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
+    """What applying ``recipe`` keeps: its snapshot and the snapshot's identity, the same as
+    ``(snapshot := recipe.snapshot(), snapshot.identity())``.
+
+    A tree of 100,000 promises applies 100,000 recipes, so the common case takes one pass over
+    the recipe's attributes: a recipe whose class overrides none of ``snapshot``,
+    ``identity``, ``properties``, ``property_names`` and ``code_identity``, pins no
+    ``VERSION``, copies plainly (no ``__slots__``, copy or pickle hooks) and whose identity
+    properties are all immutable atoms held in its ``__dict__``. Its class's code identity is
+    the one worked out for the previous such recipe for as long as the fingerprint cache's
+    check says that the code it was computed from is unchanged
+    (:func:`dagger.fingerprint.identity_check`); anything else takes the general path.
+
+    Raises:
+        ExperimentDefinitionError: A declared property is not an attribute.
+        HashingError: The recipe class's code cannot be fingerprinted.
+    """
+    cls = type(recipe)
+    entry = _SHORT_PATH.get(id(cls))
+    if entry is not None and entry[0]() is cls:
+        try:
+            holds = entry[1]()
+        except Exception:  # a slot that cannot be read as it was: the general path decides
+            holds = False
+        namespace = recipe.__dict__
+        if holds and all(map(_IS_ATOM, map(type, namespace.values()))):
+            declared = cls.PROPERTIES
+            try:
+                if declared is None:
+                    properties = {
+                        name: namespace[name]
+                        for name in sorted(namespace)
+                        if not name.startswith("_")
+                    }
+                else:
+                    properties = {name: namespace[name] for name in declared}
+            except KeyError:  # a class attribute or property: the general path reads it
+                pass
+            else:
+                copied = object.__new__(cls)
+                copied.__dict__.update(namespace)
+                return copied, (cls.__qualname__, entry[2], properties)
+    snapshot = recipe.snapshot()
+    identity = snapshot.identity()
+    if _short_path_applies(cls):
+        check = identity_check(cls, Recipe)
+        if check is not None:
+            key = id(cls)
+            ref = weakref.ref(cls, lambda ref: _forget_short_path(key, ref))
+            _SHORT_PATH[key] = (ref, check, identity[1])
+    return snapshot, identity
+
+
+# Recipe classes that take applied()'s one pass: id(class) -> (weak reference to the class,
+# the fingerprint cache's check of its code identity, that code identity). Keyed by id with a
+# weak reference: the cache never keeps a class alive, and an entry is dropped with its class
+# (a plain dict keyed by id is looked up at C speed; a WeakKeyDictionary made a weak
+# reference per lookup, per promise).
+_SHORT_PATH: dict[int, tuple[weakref.ref[type], Callable[[], bool], str]] = {}
+
+
+def _forget_short_path(key: int, ref: weakref.ref[type]) -> None:
+    entry = _SHORT_PATH.get(key)
+    if entry is not None and entry[0] is ref:
+        del _SHORT_PATH[key]
+
+
+def _short_path_applies(cls: type) -> bool:
+    """Whether applying recipes of ``cls`` can skip the general path (see :func:`applied`).
+    The class's namespace, its bases and Recipe's own are part of the check that keeps the
+    entry valid: an override added later fails the check, and the general path decides."""
+    return (
+        not issubclass(cls, Function)
+        and getattr(cls, "VERSION", None) is None
+        and all(
+            getattr(cls, name) is getattr(Recipe, name)
+            for name in ("snapshot", "identity", "properties", "property_names")
+        )
+        # a classmethod: its function is what an override would replace
+        and getattr(getattr(cls, "code_identity", None), "__func__", None)
+        is getattr(Recipe.code_identity, "__func__", None)
+        and _copies_plainly(cls)
+    )
 
 
 def child_sha(parent_sha: str, recipe: Recipe, identity: Identity | None = None) -> str:
