@@ -256,56 +256,59 @@ def survey(roots: list[PlanNode], store: Store) -> set[str]:
 
 def _survey(roots: list[PlanNode], store: Store) -> set[str]:
     table = store.survey()
-    order: list[PlanNode] = []
-    stored: list[str] = []
-    failed: set[str] = set()
+    order: list[PlanNode] = []  # every node after its ancestors
     stack = list(roots)
     while stack:
         node = stack.pop()
         order.append(node)
-        stack.extend(node.children)
-    statuses = table.statuses_of([node.sha for node in order])
-    for node, status in zip(order, statuses, strict=True):
-        sha = node.sha
-        node.stored = status is Status.DONE or status is Status.PRUNED
-        if status is Status.DONE:
-            stored.append(sha)
-        elif status is Status.FAILED:
-            failed.add(sha)
-        if node.tags and node.stored:
-            known = table.tags_of(sha)
+        if node.children:
+            stack.extend(node.children)
+    shas = [node.sha for node in order]
+    statuses = table.statuses_of(shas)
+    done, pruned = Status.DONE, Status.PRUNED
+    stored = [sha for sha, status in zip(shas, statuses, strict=True) if status is done]
+    problems = store.check(stored) if stored else {}
+    failed = {sha for sha, status in zip(shas, statuses, strict=True) if status is Status.FAILED}
+    # One pass, children before parents: what is stored, what is pending, what has work.
+    for node, status in zip(reversed(order), reversed(statuses), strict=True):
+        recorded = status is done or status is pruned
+        node.stored = recorded and not (problems and node.sha in problems)
+        if node.tags and recorded:
+            known = table.tags_of(node.sha)
             node.new_tags = [tag for tag in node.tags if tag not in known]
         if node.functions:
-            pending = []
-            for name in node.functions:
-                summary = table.result_of(sha, name) if node.stored else None
-                if (
-                    summary is None
-                    or summary[2]  # it failed
-                    or summary[1] != node.function_codes[name]
-                    or (not summary[3] and _result_damaged(store, sha, name))
-                ):
-                    pending.append(name)
-            node.pending = pending
-    problems = store.check(stored) if stored else {}
-    if problems:
-        for node in order:
-            if node.sha in problems:
-                node.stored = False
-    _find_siblings(order, table)
-    for node in reversed(order):  # children before parents
+            node.pending = _pending(node, recorded, table, store)
         children = node.children
-        node.consumers = int(node.keep)
         if children:  # (most nodes are leaves: no generator each for them)
-            node.consumers += sum(1 for child in children if not child.stored)
-        node.work = (
-            not node.stored
-            or bool(node.pending)
-            or bool(node.new_tags)
-            or node.keep
-            or (bool(children) and any(child.work for child in children))
-        )
+            node.consumers = int(node.keep) + sum(1 for child in children if not child.stored)
+            node.work = (
+                not node.stored
+                or bool(node.pending)
+                or bool(node.new_tags)
+                or node.keep
+                or any(child.work for child in children)
+            )
+        else:
+            node.consumers = int(node.keep)
+            node.work = not node.stored or bool(node.pending or node.new_tags) or node.keep
+    _find_siblings(order, table)
     return failed
+
+
+def _pending(node: PlanNode, recorded: bool, table: Any, store: Store) -> list[str]:
+    """The names of ``node``'s Functions whose results are missing, failed, made by other
+    code, or damaged (``recorded``: whether the state has a record)."""
+    pending = []
+    for name in node.functions:
+        summary = table.result_of(node.sha, name) if recorded else None
+        if (
+            summary is None
+            or summary[2]  # it failed
+            or summary[1] != node.function_codes[name]
+            or (not summary[3] and _result_damaged(store, node.sha, name))
+        ):
+            pending.append(name)
+    return pending
 
 
 def _find_siblings(order: list[PlanNode], table: Any) -> None:

@@ -707,16 +707,22 @@ class DirectoryStore:
             if size < catalog.positions.get(name, 0):
                 log_short[number] = size
         blob_ok: dict[str, str | None] = {}
-        row_of, status, pkind, blobs = catalog.row_of, catalog.status, catalog.pkind, catalog.blobs
-        for state_id in state_ids:
-            row = row_of.get(state_id)
-            if row is None:
+        status, pkind = catalog.status, catalog.pkind
+        # Only rows with something to stat: a payload file, blobs, or a record in a log that is
+        # shorter than read (a tree of small states kept in the logs has none).
+        candidates = set(catalog.pfile)
+        if catalog.blobsets:
+            candidates.update(row for row, number in enumerate(catalog.blobs) if number >= 0)
+        if log_short:
+            candidates.update(row for row, log in enumerate(catalog.rlog) if log in log_short)
+        if not candidates:
+            return problems
+        requested = state_ids if isinstance(state_ids, set | frozenset) else set(state_ids)
+        for row in sorted(candidates):
+            state_id = catalog.ids[row]
+            if state_id not in requested or status(row) is not Status.DONE:
                 continue
             kind = pkind[row]
-            if kind == PAYLOAD_INLINE and blobs[row] < 0 and catalog.rlog[row] not in log_short:
-                continue  # the common case: nothing to stat
-            if status(row) is not Status.DONE:
-                continue
             problem = None
             if kind == PAYLOAD_FILE:
                 relative_path = catalog.pfile[row]
