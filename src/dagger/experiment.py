@@ -400,7 +400,9 @@ class Experiment:
                 "Nothing to run: call spawn_new_tree() first (or restore an experiment and "
                 "grow it from state.to_promise())."
             )
-        roots = plan.build(self._roots)
+        # Stored leaves with nothing to do get no plan node (a cached rerun is mostly these).
+        known = self.store.survey() if self.store.exists() else None
+        roots = plan.build(self._roots, survey=known)
         self._prepare_store()
         failed_before = plan.survey(roots, self.store)
         runner = self._runner(keep_going, progress, failed_before, log_interval, check_read_only)

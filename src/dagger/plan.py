@@ -19,6 +19,7 @@ from .promise import ExperimentStatePromise, code_now
 from .recipe import Function, Recipe
 from .record import RecipeInfo, Status
 from .store import Store
+from .store.base import Survey
 from .store.table import paused_gc
 
 __all__ = [
@@ -74,6 +75,9 @@ class PlanNode:
             differs from them (filled by :func:`survey`); ``twin`` first when there is one.
         twin: For a state to compute: the newest stored sibling with the same parameter
             values (any code identity), the one a run compares it with first (None if none).
+        cached: Promises of stored children with nothing to do (leaves without Functions
+            or tags) that a run's plan leaves out (:func:`build` with a survey): counted as
+            cached and in :meth:`size`, never walked. A 100,000-state rerun is mostly these.
     """
 
     sha: str
@@ -99,6 +103,7 @@ class PlanNode:
     promise: Any = field(default=None, repr=False)
     siblings: tuple[str, ...] = ()
     twin: str | None = None
+    cached: list[ExperimentStatePromise] | tuple[()] = ()
 
     @property
     def info(self) -> RecipeInfo | None:
@@ -123,24 +128,44 @@ class PlanNode:
         total, stack = 0, [self]
         while stack:
             node = stack.pop()
-            total += 1
+            total += 1 + len(node.cached)
             stack.extend(node.children)
         return total
 
 
-def build(roots: Iterable[ExperimentStatePromise], path: set[int] | None = None) -> list[PlanNode]:
+def build(
+    roots: Iterable[ExperimentStatePromise],
+    path: set[int] | None = None,
+    survey: Survey | None = None,
+) -> list[PlanNode]:
     """One node per distinct id under ``roots`` (only promises in ``path`` if given).
 
+    Args:
+        roots: The promises to plan from.
+        path: Only these promises (by ``id``), for a run of one path (``promise.get()``).
+        survey: A run's snapshot of the store (``store.survey()``). With it, a leaf promise
+            without Functions or tags whose state is stored (done or pruned) gets no node of
+            its own: its parent's node lists it in ``cached`` (and :func:`survey` checks its
+            files, giving it a node after all if they are missing). Without it (a preview,
+            ``exp.plan()``), every state has a node.
+
     Raises:
-        ExperimentDefinitionError: Two different Functions with one name on one state.
+        ExperimentDefinitionError: Two different Functions with one name on one state; a
+            class changed after states were defined from it.
         HashingError: A recipe property or argument cannot be hashed.
     """
     with paused_gc():  # 100,000 nodes at once, none in a cycle the collector must find
-        return _build(roots, path)
+        return _build(roots, path, survey if path is None else None)
 
 
-def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> list[PlanNode]:
+def _build(
+    roots: Iterable[ExperimentStatePromise], path: set[int] | None, survey: Survey | None
+) -> list[PlanNode]:
     nodes: dict[str, PlanNode] = {}
+    # stored leaves left out of the plan: id -> the node whose ``cached`` lists its promise
+    left_out: dict[str, PlanNode] = {}
+    status_of = survey.status_of if survey is not None else None
+    stored_statuses = (Status.DONE, Status.PRUNED)
     plan_roots: list[PlanNode] = []
     # Depth-first, in definition order: one iterator per level, each resumed where it
     # stopped (a parent's leaves are taken in one tight loop, no stack entry each).
@@ -166,22 +191,22 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
                         now = codes_now[cls] = code_now(cls)
                     if now != code:
                         raise _edited_after_definition(cls, sha)
-                node = nodes[sha] = PlanNode(
-                    sha,
-                    parent,
-                    promise.recipe,
-                    None,
-                    promise.is_root,
-                    promise.arguments,
-                    list(dict.fromkeys(promise.tags)) if promise.tags else (),
-                    promise=promise,
-                )
+                if status_of is not None and parent is not None:
+                    if not (promise.children or promise.functions or promise.tags):
+                        if sha in left_out:
+                            continue  # a duplicate of a stored leaf left out: one state
+                        if status_of(sha) in stored_statuses:
+                            left_out[sha] = parent
+                            if isinstance(parent.cached, list):
+                                parent.cached.append(promise)
+                            else:
+                                parent.cached = [promise]
+                            continue
+                    elif sha in left_out:  # it does have something to do after all
+                        _put_back(left_out.pop(sha), sha)
+                node = nodes[sha] = _node_of(promise, sha, parent)
                 if parent is None:
                     plan_roots.append(node)
-                elif isinstance(parent.children, list):
-                    parent.children.append(node)
-                else:
-                    parent.children = [node]
             elif promise.tags:
                 tags = list(node.tags)
                 for tag in promise.tags:
@@ -198,6 +223,32 @@ def _build(roots: Iterable[ExperimentStatePromise], path: set[int] | None) -> li
             levels.pop()
             parents.pop()
     return plan_roots
+
+
+def _node_of(promise: ExperimentStatePromise, sha: str, parent: PlanNode | None) -> PlanNode:
+    """The node of ``promise``'s state, added to ``parent``'s children."""
+    node = PlanNode(
+        sha,
+        parent,
+        promise.recipe,
+        None,
+        promise.is_root,
+        promise.arguments,
+        list(dict.fromkeys(promise.tags)) if promise.tags else (),
+        promise=promise,
+    )
+    if parent is not None:
+        if isinstance(parent.children, list):
+            parent.children.append(node)
+        else:
+            parent.children = [node]
+    return node
+
+
+def _put_back(parent: PlanNode, sha: str) -> None:
+    """Take the promise of state ``sha`` out of ``parent.cached`` (it gets a node)."""
+    assert isinstance(parent.cached, list)
+    parent.cached = [promise for promise in parent.cached if promise.sha() != sha]
 
 
 def _add_functions(node: PlanNode, functions: Iterable[Function]) -> None:
@@ -267,8 +318,19 @@ def _survey(roots: list[PlanNode], store: Store) -> set[str]:
     statuses = table.statuses_of(shas)
     done, pruned = Status.DONE, Status.PRUNED
     stored = [sha for sha, status in zip(shas, statuses, strict=True) if status is done]
-    problems = store.check(stored) if stored else {}
     failed = {sha for sha, status in zip(shas, statuses, strict=True) if status is Status.FAILED}
+    left_out = [promise.sha() for node in order for promise in node.cached]
+    problems = store.check([*stored, *left_out]) if stored or left_out else {}
+    if problems and left_out:
+        # A stored leaf left out of the plan whose files are missing: it gets its node now,
+        # and is computed again like any other such state.
+        for node in list(order):
+            damaged = [promise for promise in node.cached if promise.sha() in problems]
+            if damaged:
+                node.cached = [promise for promise in node.cached if promise not in damaged]
+                for promise in damaged:
+                    order.append(_node_of(promise, promise.sha(), node))
+                    statuses.append(table.status_of(promise.sha()))
     # One pass, children before parents: what is stored, what is pending, what has work.
     for node, status in zip(reversed(order), reversed(statuses), strict=True):
         recorded = status is done or status is pruned
@@ -365,8 +427,7 @@ def tally(roots: Iterable[PlanNode]) -> tuple[int, int, int]:
     stack = [(root, True) for root in roots]
     while stack:
         node, working = stack.pop()
-        if node.stored:
-            stored += 1
+        stored += node.stored + len(node.cached)
         working = working and node.work
         if working:
             to_compute += not node.stored

@@ -241,16 +241,11 @@ def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
             holds = False
         namespace = recipe.__dict__
         if holds and all(map(_IS_ATOM, map(type, namespace.values()))):
-            declared = cls.PROPERTIES
+            names = cls.PROPERTIES
+            if names is None:  # the public attributes, sorted (as property_names says)
+                names = _public_names(tuple(namespace))
             try:
-                if declared is None:
-                    properties = {
-                        name: namespace[name]
-                        for name in sorted(namespace)
-                        if not name.startswith("_")
-                    }
-                else:
-                    properties = {name: namespace[name] for name in declared}
+                properties = {name: namespace[name] for name in names}
             except KeyError:  # a class attribute or property: the general path reads it
                 pass
             else:
@@ -266,6 +261,23 @@ def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
             ref = weakref.ref(cls, lambda ref: _forget_short_path(key, ref))
             _SHORT_PATH[key] = (ref, check, identity[1])
     return snapshot, identity
+
+
+def _public_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``names`` not starting with ``_``, sorted (once per distinct tuple: a sweep's
+    recipes of one class have the same attribute names)."""
+    public = _PUBLIC_NAMES.get(names)
+    if public is None:
+        if len(_PUBLIC_NAMES) >= 4096:
+            _PUBLIC_NAMES.clear()
+        public = _PUBLIC_NAMES[names] = tuple(
+            sorted(name for name in names if not name.startswith("_"))
+        )
+    return public
+
+
+# attribute names -> the public ones, sorted: a pure function of immutable keys, never stale
+_PUBLIC_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 # Recipe classes that take applied()'s one pass: id(class) -> (weak reference to the class,

@@ -427,7 +427,12 @@ class Catalog:
 
     def status_of(self, state_id: str) -> Status | None:
         row = self.row_of.get(state_id)
-        return None if row is None else self.status(row)
+        if row is None:
+            return None
+        seq = self.rseq[row]
+        if seq >= 0 and self.fseq[row] <= seq and self.mseq[row] <= seq:
+            return Status.DONE  # the usual case, as statuses_of decides it (once per leaf)
+        return self.status(row)
 
     def statuses_of(self, state_ids: Iterable[str]) -> list[Status | None]:
         """:meth:`status_of` of each of these states, in order: one call for a whole plan
