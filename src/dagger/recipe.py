@@ -241,9 +241,9 @@ def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
             holds = False
         namespace = recipe.__dict__
         if holds and all(map(_IS_ATOM, map(type, namespace.values()))):
-            names = cls.PROPERTIES
-            if names is None:  # the public attributes, sorted (as property_names says)
-                names = _public_names(tuple(namespace))
+            declared = cls.PROPERTIES
+            # without PROPERTIES: the public attributes, sorted (as property_names says)
+            names = _public_names(tuple(namespace)) if declared is None else declared
             try:
                 properties = {name: namespace[name] for name in names}
             except KeyError:  # a class attribute or property: the general path reads it
