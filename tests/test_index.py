@@ -227,6 +227,8 @@ def a_row_short(text):
     value = json.loads(text)
     if isinstance(value, dict) and "usual" in value:  # packed: an exception past the end
         value = {"usual": value["usual"], "rows": [10**6], "values": [value["usual"]]}
+    elif isinstance(value, dict) and "runs" in value:  # runs of steps: the last one shorter
+        value["runs"][-1] -= 1
     elif isinstance(value, dict):
         value = {"x": 1}  # a per-row map: a key that is not a row
     else:
@@ -449,3 +451,38 @@ def test_the_command_line_reads_the_logs_past_a_section_that_does_not_decode(
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert results[0].stdout == results[1].stdout and results[0].stdout.count("\n") >= 9
     assert "does not decode" in results[0].stderr
+
+
+def wide_tree(exp_dir):
+    """Enough states (over 64) for the index to pack its columns: 4 branches of 30 leaves, a
+    Function on every fifth leaf of the last branch."""
+    exp = dg.Experiment(DirectoryStore(exp_dir, durability="fast"), CounterState)
+    root = exp.spawn_new_tree(start=1)
+    for branch in range(4):
+        child = Add(branch)(root)
+        for leaf in range(30):
+            state = Multiply(leaf)(child)
+            if branch == 3 and leaf % 5 == 0:
+                dg.Function(lambda state: {"value": state.value}, name="measure")(state)
+    return exp
+
+
+@pytest.mark.parametrize("damage", [None, "a row short", "not JSON"])
+@pytest.mark.parametrize(
+    ("section", "form"), [("rseq", "runs"), ("parent", "runs"), ("results", "usual")]
+)
+def test_packed_columns_read_back_as_the_logs(exp_dir, dagger_warnings, section, form, damage):
+    """Sequence numbers and parents are written as runs of steps, results around None (the
+    forms only columns of 64 rows and more take); intact or damaged, a restore shows what the
+    logs hold."""
+    assert wide_tree(exp_dir).run(progress=False).computed == 125
+    index = exp_dir / "index.json"
+    _, _, sections = sections_of(index.read_bytes())
+    assert form in json.loads(sections[section])
+    if damage is not None:
+        forge(index, section, DAMAGED_SECTIONS[damage](sections[section]))
+    assert shown(dg.Experiment.restore(exp_dir).graph) == from_the_logs(exp_dir)
+    warned = any("does not decode" in record.message for record in dagger_warnings.records)
+    assert warned == (damage is not None)
+    assert wide_tree(exp_dir).run(progress=False).computed == 0
+    assert dg.verify(exp_dir).ok
