@@ -110,8 +110,9 @@ def index_read(directory: Path) -> dict[str, float]:
             getattr(catalog, name)
         return time.perf_counter() - started
 
-    seconds = read(RERUN_COLUMNS)
-    return {"seconds": seconds, "floor": read(None)}
+    # The least disturbed of three reads each, alternated (this machine is shared).
+    pairs = [(read(RERUN_COLUMNS), read(None)) for _ in range(3)]
+    return {"seconds": min(pair[0] for pair in pairs), "floor": min(pair[1] for pair in pairs)}
 
 
 def du(path: Path) -> int:
@@ -202,7 +203,7 @@ def main() -> int:
         indexes = measure("index", big, args.states)
         rows.append(
             row(
-                f"read index.json for a cached rerun, {args.states} states (s) vs all of it",
+                f"read index.json as a rerun does, {args.states} states (s) vs all",
                 median(indexes),
                 median(indexes, "floor"),
                 0.5,
