@@ -435,7 +435,7 @@ class DirectoryStore:
             INDEX_NAME,
             0,
             f"{INDEX_NAME} holds a section that does not decode although its checksum matches; "
-            "it was ignored (the logs were read instead) and is rewritten",
+            "it was ignored (the logs were read instead) and is written again",
         )
         catalog = seed.blank_like()
         tails: dict[str, tuple[int, str]] = {}
