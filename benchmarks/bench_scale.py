@@ -15,7 +15,10 @@ Each phase runs in a fresh process (imports done, then timed); each figure is th
 * the same cold run with the default durability (group commit) <= 1.0x the per-file fsync
   floor of ``bench_core.py`` (a loop that writes each state's pickle and record to a temp
   file, fsyncs, renames and fsyncs the folder);
-* disk per trivial state at 100,001 states <= 1 KB, as ``du`` counts it (allocated blocks).
+* disk per trivial state at 100,001 states <= 1 KB, as ``du`` counts it (allocated blocks);
+* reading ``index.json`` at 100,001 states as a cached rerun does (the ids and the few
+  columns it reads; the rest is decoded when a restore reads it) <= 0.5x reading all of it
+  as a restore does (every section decoded), in one fresh process.
 
 Absolute seconds are printed next to the ratios; the README's table records them for the
 2-core machine the project runs on.
@@ -66,6 +69,8 @@ def phase(args: argparse.Namespace) -> None:
         frame = tree.nodes.to_dataframe()
         out.update(seconds=restored - started, dataframe=time.perf_counter() - restored)
         assert len(tree) == args.states and len(frame) == args.states
+    elif args.phase == "index":
+        out.update(index_read(directory))
     elif args.phase == "cold":
         started = time.perf_counter()
         exp = scale_tree.wide(directory, args.states, args.durability)
@@ -82,6 +87,32 @@ def phase(args: argparse.Namespace) -> None:
             cached(index)
         out["seconds"] = time.perf_counter() - started
     print(json.dumps(out))
+
+
+#: The catalog columns a cached rerun reads (statuses, the payload check, tags, results).
+RERUN_COLUMNS = ("rseq", "fseq", "mseq", "mark", "pkind", "blobs", "rlog")
+RERUN_COLUMNS += ("rtags", "ntags", "nseq", "results")
+
+
+def index_read(directory: Path) -> dict[str, float]:
+    """Seconds to read ``index.json`` as a cached rerun does (the ids, the columns it reads),
+    and the floor: reading all of it, as a restore does (every section decoded)."""
+    from dagger.store.index import read_index
+
+    def read(columns: tuple[str, ...] | None) -> float:
+        started = time.perf_counter()
+        found = read_index(directory, directory / "log")
+        assert found is not None, "no current index"
+        catalog = found[0]
+        if columns is None:
+            catalog.decode_all()
+        for name in columns or ():
+            getattr(catalog, name)
+        return time.perf_counter() - started
+
+    # The least disturbed of three reads each, alternated (this machine is shared).
+    pairs = [(read(RERUN_COLUMNS), read(None)) for _ in range(3)]
+    return {"seconds": min(pair[0] for pair in pairs), "floor": min(pair[1] for pair in pairs)}
 
 
 def du(path: Path) -> int:
@@ -167,6 +198,15 @@ def main() -> int:
                 median(restores),
                 median(small_restores),
                 12.0,
+            )
+        )
+        indexes = measure("index", big, args.states)
+        rows.append(
+            row(
+                f"read index.json as a rerun does, {args.states} states (s) vs all",
+                median(indexes),
+                median(indexes, "floor"),
+                0.5,
             )
         )
         disk = du(big)

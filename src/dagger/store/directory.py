@@ -417,7 +417,7 @@ class DirectoryStore:
             catalog = None  # a log was compacted away: its entries now live elsewhere
         if catalog is None:
             self._records.clear()
-            found = read_index(self.directory, self.log_dir)
+            found = read_index(self.directory, self.log_dir, self._read_again)
             if found is not None:
                 catalog, self._tails = found
             else:
@@ -425,6 +425,26 @@ class DirectoryStore:
                 self._entries_since_index = _INDEX_MISSING  # write one when we can
             self.catalog = catalog
         self.read_logs(catalog, names, self._tails)
+        return catalog
+
+    def _read_again(self, seed: Catalog) -> Catalog:
+        """The catalog the logs hold, numbered as ``seed`` (a catalog from the index, one of
+        whose sections does not decode although its checksum matched; see
+        :meth:`Catalog.from_index`): read from every log's start, the index dropped."""
+        self._warn_once(
+            INDEX_NAME,
+            0,
+            f"{INDEX_NAME} holds a section that does not decode although its checksum matches; "
+            "it was ignored (the logs were read instead) and is written again",
+        )
+        catalog = seed.blank_like()
+        tails: dict[str, tuple[int, str]] = {}
+        self.read_logs(catalog, log_names(self.log_dir), tails)
+        self._tails.clear()  # (in place: a read of the logs may be going on with it)
+        self._tails.update(tails)
+        with contextlib.suppress(OSError):
+            os.unlink(self.index_path)
+        self._entries_since_index = _INDEX_MISSING
         return catalog
 
     def rebuild(self) -> tuple[Catalog, dict[str, tuple[int, str]]]:
@@ -616,6 +636,9 @@ class DirectoryStore:
         effort), so that the next process starts from it.
         """
         catalog = self.refresh()
+        # A snapshot reads every column: a section of the index that does not decode shows
+        # now (the logs are read instead), in time for the index to be rewritten below.
+        catalog.decode_all()
         if self._entries_since_index >= _INDEX_MISSING and self.writer.fd is None:
             with contextlib.suppress(Exception):
                 self.save_index()
