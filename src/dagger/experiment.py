@@ -27,6 +27,7 @@ from ._version import __version__
 from .environment import capture_environment
 from .errors import ExperimentDefinitionError, InvalidArgumentError, StateClassMismatchError
 from .executors import dispatch
+from .identity import child_id
 from .plan_report import PlanReport
 from .preview import preview
 from .progress import DEFAULT_INTERVAL
@@ -277,8 +278,12 @@ class Experiment:
                 value_type=type(recipe).__name__,
             )
         snapshot, identity = applied(recipe)  # a missing property is reported here
-        child = ExperimentStatePromise(self, parent, snapshot, self.tags, identity=identity)
-        child.sha()  # and a property that cannot be hashed here
+        name, code, properties = identity
+        # and a property that cannot be hashed here
+        sha = child_id(parent.sha(), name, code, properties, kind=type(recipe).__name__)
+        child = ExperimentStatePromise(
+            self, parent, snapshot, self.tags, identity=identity, defined_sha=sha
+        )
         parent.attach_child(child)
         return child
 

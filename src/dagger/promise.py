@@ -113,6 +113,7 @@ class ExperimentStatePromise(Growable):
         arguments: dict[str, Any] | None = None,
         known_sha: str | None = None,
         identity: tuple[str, str, dict[str, Any]] | None = None,
+        defined_sha: str | None = None,
     ) -> None:
         self.experiment = experiment
         self.parent = parent
@@ -125,6 +126,8 @@ class ExperimentStatePromise(Growable):
             self.stored = True
         if identity is not None:  # the recipe's identity, taken with its snapshot
             self._recipe_name, self._code, self._properties = identity
+            if defined_sha is not None:  # and the id it gives, worked out by the caller
+                self._sha = defined_sha
 
     @property
     def experiment_object(self) -> TreeBuilder:
