@@ -147,6 +147,33 @@ def _resource_kind(cls: type) -> str | None:
     return None
 
 
+def _kind_of(cls: type, classify: Callable[[type], int], cache: dict[int, Any]) -> int:
+    """``classify(cls)``, remembered across picklers in ``cache`` (one payload after another
+    meets the same few classes; classifying one looks at every resource type, ~8 us). Keyed
+    by id with a weak reference: an entry never keeps a class alive and goes with it. A class's
+    bases never change, and a resource or buffer type cannot be subclassed before its module
+    is imported, so an answer stays true."""
+    key = id(cls)
+    entry = cache.get(key)
+    if entry is not None and entry[0]() is cls:
+        kind: int = entry[1]
+        return kind
+    kind = classify(cls)
+
+    def forget(ref: weakref.ref[type]) -> None:
+        found = cache.get(key)
+        if found is not None and found[0] is ref:
+            del cache[key]
+
+    cache[key] = (weakref.ref(cls, forget), kind)
+    return kind
+
+
+# id(class) -> (weak reference to the class, its kind): _classify's and _buffer_kind's answers
+_CLASS_KINDS: dict[int, tuple[weakref.ref[type], int]] = {}
+_BUFFER_KINDS: dict[int, tuple[weakref.ref[type], int]] = {}
+
+
 def _classify(cls: type) -> int:
     if issubclass(cls, type) or cls is types.FunctionType:
         return _CODE
@@ -155,6 +182,19 @@ def _classify(cls: type) -> int:
     if _resource_kind(cls) is not None:
         return _RESOURCE
     return _PLAIN
+
+
+def _buffer_kind(cls: type) -> int:
+    """Whether a class is a torch storage, a numpy array or bytes (else not a buffer)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and issubclass(cls, torch.storage.TypedStorage | torch.UntypedStorage):
+        return _STORAGE
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and cls is numpy.ndarray:
+        return _ARRAY
+    if cls is bytes or cls is bytearray:
+        return _BYTES
+    return _NOT_A_BUFFER
 
 
 class _Refused(pickle.PicklingError):
@@ -234,7 +274,7 @@ class _Rules:
         try:
             kind = self._kinds[cls]
         except KeyError:
-            kind = self._kinds[cls] = _classify(cls)
+            kind = self._kinds[cls] = _kind_of(cls, _classify, _CLASS_KINDS)
         if kind == _PLAIN:
             return NotImplemented
         if kind == _CODE:
@@ -275,21 +315,10 @@ class _Rules:
         try:
             kind = self._buffer_kinds[cls]
         except KeyError:
-            kind = self._buffer_kinds[cls] = self._buffer_kind(cls)
+            kind = self._buffer_kinds[cls] = _kind_of(cls, _buffer_kind, _BUFFER_KINDS)
         if kind == _NOT_A_BUFFER:
             return None
         return self._route(kind, obj)
-
-    def _buffer_kind(self, cls: type) -> int:
-        torch = self.torch
-        if torch is not None and issubclass(cls, torch.storage.TypedStorage | torch.UntypedStorage):
-            return _STORAGE
-        numpy = self.numpy
-        if numpy is not None and cls is numpy.ndarray:
-            return _ARRAY
-        if cls is bytes or cls is bytearray:
-            return _BYTES
-        return _NOT_A_BUFFER
 
     def _route(self, kind: int, obj: Any) -> Any:
         raise NotImplementedError
