@@ -3,6 +3,7 @@ side effects outside the process (issue 12)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -67,6 +68,34 @@ class Train(dg.Recipe):
         state.weights = state.weights * self.lr
         state.saw_meter = state.meter is not None
         return state
+
+
+def test_what_picklers_learn_of_classes_is_shared_and_keeps_no_class_alive(tmp_path):
+    """Picklers share what they learnt of a class (resource or not) across payloads; that
+    never keeps a class alive, and a class met first as a plain value's never hides a
+    resource defined later, whatever id it gets."""
+    from dagger.store import payload
+
+    blobs = Blobs(tmp_path / "blobs", durable=False)
+    refs, reused = [], 0
+    for attempt in range(10):
+        plain = type(f"Plain{attempt}", (), {})
+        dumps_payload({"value": plain()}, blobs)
+        assert id(plain) in payload._CLASS_KINDS
+        refs.append((id(plain), weakref.ref(plain)))
+        del plain
+        gc.collect()
+        # a resource class made now may reuse the plain class's id: it is refused all the same
+        resource = type(f"Server{attempt}", (socket.socket,), {})
+        reused += id(resource) == refs[-1][0]  # CPython mostly hands the id on
+        with resource() as server:
+            with pytest.raises(dg.SerializationError, match="socket"):
+                dumps_payload({"server": server}, blobs)
+        del resource, server
+        gc.collect()
+    assert reused  # the case this is about happened
+    assert all(ref() is None for _, ref in refs)
+    assert not any(key in payload._CLASS_KINDS for key, _ in refs)
 
 
 @pytest.mark.parametrize("children", [1, 2])
