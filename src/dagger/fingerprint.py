@@ -2016,9 +2016,31 @@ def _generate_check(checks: Sequence[tuple[Reader, Sequence[Marker]]]) -> Callab
                 return None
             at += 1
     lines.append(" return True")
-    exec(compile("\n".join(lines), "<dagger code-identity check>", "exec"), space)
-    check: Callable[[], bool] = space["check"]
+    # Compiled when first called, not now: compiling a class's check costs more than the
+    # rest of its first identity (a recipe reaching 50 functions: ~15 ms), and many classes
+    # are fingerprinted once per process. The stub runs in the check's namespace and takes
+    # the compiled code on its first call, so whoever holds it runs that code directly.
+    source = "\n".join(lines)
+    check = types.FunctionType(_deferred_check.__code__, space, "check")
+    space["_compile_me"] = functools.partial(_compile_check, check, source, space)
     return check
+
+
+def _deferred_check() -> bool:
+    """The code a generated check starts with; it runs with the check's namespace as its
+    globals, where ``_compile_me`` compiles the check and runs it."""
+    compile_me: Callable[[], bool] = globals()["_compile_me"]
+    return compile_me()
+
+
+def _compile_check(check: types.FunctionType, source: str, space: dict[str, Any]) -> bool:
+    """Compile a generated check, give its code to ``check`` (the stub every cache holds) and
+    run it once."""
+    exec(compile(source, "<dagger code-identity check>", "exec"), space)
+    check.__code__ = space["check"].__code__
+    space["check"] = check
+    space.pop("_compile_me", None)
+    return bool(check())
 
 
 def _generate_function_checks(
