@@ -25,13 +25,26 @@ import dagger as dg
 
 OFFSET = 1
 
+
+def make_shift(amount):
+    def shift(self, value):
+        return value + amount
+
+    return shift
+
+
 class Scale(dg.Recipe):
     def __init__(self, factor, label="x"):
         self.factor = factor
         self.label = label
 
+    shift = make_shift(0)
+
+    def scaled(self, value, *, by=1):
+        return value * self.factor * by
+
     def run(self, state):
-        state.value = state.value * self.factor + OFFSET
+        state.value = self.shift(self.scaled(state.value)) + OFFSET
         return state
 """
 
@@ -84,7 +97,16 @@ def test_plain_recipes_get_the_general_paths_ids_and_independent_snapshots(modul
 
 
 @pytest.mark.parametrize(
-    "edit", ["method", "global", "class attribute", "default argument", "base class"]
+    "edit",
+    [
+        "method",
+        "global",
+        "class attribute",
+        "default argument",
+        "keyword default",
+        "closure cell",
+        "base class",
+    ],
 )
 def test_an_edit_between_applications_gives_the_new_codes_id(module, root, edit):
     before = apply_many(module.Scale, root)
@@ -101,6 +123,10 @@ def test_an_edit_between_applications_gives_the_new_codes_id(module, root, edit)
         module.Scale.SPEED = "fast"
     elif edit == "default argument":  # read by the code identity, not a property
         module.Scale.__init__.__defaults__ = ("y",)
+    elif edit == "keyword default":
+        module.Scale.scaled.__kwdefaults__ = {"by": 2}
+    elif edit == "closure cell":
+        module.Scale.shift.__closure__[0].cell_contents = 5
     else:  # the seed's way: patching dagger's own Recipe class
 
         def helper(self):

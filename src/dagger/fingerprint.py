@@ -2055,6 +2055,18 @@ def _generate_function_checks(
     see :func:`_function_state`); return how many markers they use (-1: cannot be generated,
     the general readers check instead)."""
     at = 0
+
+    def unpack(count: int, source: str) -> bool:
+        """Unpack ``count`` values of ``source`` and compare each with the next marker."""
+        nonlocal at
+        items = [f"_v{index}" for index in range(count)]
+        lines.append(f" {', '.join(items)}, = {source}")
+        for item in items:
+            if not compare(item, markers[at]):
+                return False
+            at += 1
+        return True
+
     for ref in refs:
         func = ref()
         if func is None:
@@ -2067,9 +2079,8 @@ def _generate_function_checks(
         wrapped = "(_a.get('__wrapped__', _MISSING) if _a else _MISSING)"
         if not compare(wrapped, markers[at + 1]):
             return -1
-        at += 2
-        count = markers[at]
-        at += 1
+        count = markers[at + 2]
+        at += 3
         if count[0] != _EQ or type(count[1]) is not int:
             return -1
         lines.append(" _d = _f.__defaults__")
@@ -2077,12 +2088,8 @@ def _generate_function_checks(
             lines.append(" if _d: return False")  # None and () both read as no defaults
         else:
             lines.append(f" if _d is None or _len(_d) != {count[1]}: return False")
-            items = [f"_v{index}" for index in range(count[1])]
-            lines.append(f" {', '.join(items)}, = _d")
-            for item in items:
-                if not compare(item, markers[at]):
-                    return -1
-                at += 1
+            if not unpack(count[1], "_d"):
+                return -1
         names = markers[at]
         at += 1
         if names[0] != _EQ or type(names[1]) is not tuple:
@@ -2092,12 +2099,8 @@ def _generate_function_checks(
             lines.append(" if _w: return False")
         else:
             lines.append(f" if _w is None or _tuple(_w) != {constant(names[1])}: return False")
-            items = [f"_v{index}" for index in range(len(names[1]))]
-            lines.append(f" {', '.join(items)}, = _w.values()")
-            for item in items:
-                if not compare(item, markers[at]):
-                    return -1
-                at += 1
+            if not unpack(len(names[1]), "_w.values()"):
+                return -1
         cells = len(func.__closure__ or ())
         if cells:  # as many as the code's free variables, and the code was compared above
             lines.append(" _l = _f.__closure__")
