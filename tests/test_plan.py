@@ -256,3 +256,147 @@ def test_stored_states_below_a_failing_parent_are_skipped(exp_dir, tmp_path):
         exp.run(progress=False)
     report = info.value.report
     assert (report.failed, report.skipped, report.computed, report.cached) == (1, 3, 0, 4)
+
+
+# -- code held as a value: a function, class or recipe among the properties (found by a user
+# trying the tool: it was a wrong cache hit, the new code's result stored under the old id) ----
+
+VALUES_MODULE = """
+import dagger as dg
+
+SCALE = 1
+
+
+def scale():
+    return SCALE
+
+
+def make_shift(amount):
+    def shift(value):
+        return value + amount
+
+    return shift
+
+
+shift = make_shift(0)
+
+
+class Doubler:
+    FACTOR = 2
+
+
+class Add(dg.Recipe):
+    def __init__(self, amount):
+        self.amount = amount
+
+    def run(self, state):
+        state.value = state.value + self.amount
+        return state
+
+
+class Root(dg.ExperimentState):
+    PROPERTIES = ["init", "sizes"]
+
+    def initialize_state(self, **arguments):
+        self.value = self.init() + sum(self.sizes)
+
+
+class Apply(dg.Recipe):
+    def __init__(self, held):
+        self.held = held
+
+    def run(self, state):
+        held = self.held
+        if isinstance(held, dg.Recipe):
+            return held.run(state)
+        if isinstance(held, type):
+            state.value = state.value * held.FACTOR
+        else:
+            state.value = held(state.value) if held is shift else state.value * held()
+        return state
+"""
+
+VALUES_SCRIPT = """
+import json, pathlib, sys
+import dagger as dg
+import held
+
+def define(exp, sizes):
+    root = exp.spawn_new_tree(init=held.scale, sizes=sizes)
+    value = {"function": held.scale, "closure": held.shift, "class": held.Doubler,
+             "recipe": held.Add(5), "argument": held.scale, "list": held.scale}[sys.argv[2]]
+    return root, held.Apply(value)(root)
+
+sizes = [1, 2]
+exp = dg.Experiment(sys.argv[1], held.Root)
+root, leaf = define(exp, sizes)
+before = leaf.sha()
+edit = sys.argv[2]
+if edit in ("function", "argument"):
+    held.SCALE = 7
+elif edit == "closure":
+    held.shift.__closure__[0].cell_contents = 100
+elif edit == "class":
+    held.Doubler.FACTOR = 3
+elif edit == "recipe":
+    def run(self, state):
+        state.value = -1
+        return state
+    held.Add.run = run
+elif edit == "list":
+    sizes.append(1000)  # a root argument changed in place
+out = {}
+try:
+    exp.run(progress=False)
+except dg.ExperimentDefinitionError as error:
+    out["error"] = str(error)
+    folder = pathlib.Path(sys.argv[1])
+    out["written"] = [str(p) for p in folder.rglob("*")] if folder.exists() else []
+exp = dg.Experiment(sys.argv[1], held.Root)
+root, leaf = define(exp, list(sizes))
+out["ids_differ"] = leaf.sha() != before
+out["computed"] = exp.run(progress=False).computed
+out["value"] = leaf.get().value
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "value"),
+    [
+        ("function", 7 * (7 + 3)),  # the root: scale() + sum(sizes), then * scale()
+        ("closure", 100 + 4),
+        ("class", 3 * 4),
+        ("recipe", -1),
+        ("argument", 7 * (7 + 3)),
+        ("list", 1 + 1003),
+    ],
+)
+def test_code_or_objects_held_as_values_and_edited_after_definition_are_refused(
+    tmp_path, subprocess_env, edit, value
+):
+    """A function, closure, class or recipe held by a recipe (or passed to spawn_new_tree),
+    edited after definition, or a root argument changed in place: the run refuses before
+    writing anything, and the tree defined again computes the new values under new ids."""
+    (tmp_path / "held.py").write_text(textwrap.dedent(VALUES_MODULE))
+    (tmp_path / "define.py").write_text(textwrap.dedent(VALUES_SCRIPT))
+    output = subprocess.run(
+        [sys.executable, str(tmp_path / "define.py"), str(tmp_path / "exp"), edit],
+        env=subprocess_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert output.returncode == 0, output.stderr
+    out = json.loads(output.stdout.strip().splitlines()[-1])
+    # the held value's own message, or the recipe class's when its code reaches what was
+    # edited (Apply.run reads .run and .FACTOR of what it holds)
+    assert "defined from values that changed since" in out["error"] or (
+        "changed after states were defined" in out["error"]
+    )
+    assert "Define the tree again" in out["error"]
+    assert out["written"] == []
+    assert out["ids_differ"]
+    assert out["computed"] == 2
+    assert out["value"] == value

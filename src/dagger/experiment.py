@@ -27,6 +27,7 @@ from ._version import __version__
 from .environment import capture_environment
 from .errors import ExperimentDefinitionError, InvalidArgumentError, StateClassMismatchError
 from .executors import dispatch
+from .fingerprint import code_reads
 from .identity import child_id
 from .plan_report import PlanReport
 from .preview import preview
@@ -279,11 +280,14 @@ class Experiment:
             )
         snapshot, identity = applied(recipe)  # a missing property is reported here
         name, code, properties = identity
+        reads = code_reads()
         # and a property that cannot be hashed here
         sha = child_id(parent.sha(), name, code, properties, kind=type(recipe).__name__)
         child = ExperimentStatePromise(
             self, parent, snapshot, self.tags, identity=identity, defined_sha=sha
         )
+        if code_reads() != reads:  # a function, class or recipe among the properties
+            child.reads_code = True
         parent.attach_child(child)
         return child
 

@@ -99,6 +99,7 @@ __all__ = [
     "class_fingerprint",
     "code_digest",
     "code_identity",
+    "code_reads",
     "function_fingerprint",
     "identity_check",
     "manifest_changes",
@@ -2112,6 +2113,16 @@ def _generate_function_checks(
     return at
 
 
+_READS = 0
+
+
+def code_reads() -> int:
+    """How many code identities this process has asked for so far. Two readings that differ
+    say that what was computed between them read code: an id whose recipe properties hold a
+    function, a class or another recipe (a run checks that such code is unchanged)."""
+    return _READS
+
+
 def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
     """The code identity of a class, function, method, partial or callable object.
 
@@ -2128,6 +2139,8 @@ def code_identity(obj: Any, base: type | None = None) -> CodeIdentity:
         The fingerprint and the manifest (see the module documentation for the entry format).
         Never raises for a value it cannot encode: that name is listed as untracked.
     """
+    global _READS
+    _READS += 1
     key = (id(obj), id(base))
     cached = _IDENTITIES.get(key)
     # The common case, without the re-entry guard: a check that runs none of the user's code

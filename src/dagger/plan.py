@@ -191,6 +191,8 @@ def _build(
                         now = codes_now[cls] = code_now(cls)
                     if now != code:
                         raise _edited_after_definition(cls, sha)
+                if (promise.reads_code or promise.is_root) and promise.id_now() != sha:
+                    raise _values_changed(promise, sha)
                 if status_of is not None and parent is not None:
                     if not (promise.children or promise.functions or promise.tags):
                         if sha in left_out:
@@ -272,6 +274,24 @@ def _add_functions(node: PlanNode, functions: Iterable[Function]) -> None:
             )
         named[function.name] = function
         codes[function.name] = code
+
+
+def _values_changed(promise: ExperimentStatePromise, sha: str) -> ExperimentDefinitionError:
+    if promise.recipe is None:
+        what = "the root"
+        held = "a spawn_new_tree() argument"
+    else:
+        what = f"{type(promise.recipe).__name__}(...)"
+        held = f"a property of {type(promise.recipe).__name__}"
+    return ExperimentDefinitionError(
+        f"State {sha[:12]} ({what}) was defined from values that changed since: {held} is "
+        "a function, class or recipe whose code (or a global it reads) was edited in this "
+        "process, or an object that was changed in place. Running now would store what the "
+        "new values compute under the id of the old ones. Define the tree again (re-run the "
+        "code or notebook cell that spawns the roots and applies the recipes) and run that "
+        "Experiment.",
+        sha=sha,
+    )
 
 
 def _edited_after_definition(cls: type, sha: str) -> ExperimentDefinitionError:

@@ -80,6 +80,9 @@ class ExperimentStatePromise(Growable):
             is applied).
         stored: Whether the promise stands for an already stored state (grown again after a
             restore), whose recipe this process does not know.
+        reads_code: Whether its id depends on code held in its recipe's properties (a
+            function, a class, another recipe): a run works its id out again, to see that
+            code unchanged (a root's arguments are always looked at again).
 
     Any other public attribute is read from the state the promise stands for: the first such
     read computes (or loads) it like :meth:`get`, logs one INFO line naming its id, and keeps
@@ -101,6 +104,7 @@ class ExperimentStatePromise(Growable):
     _properties: dict[str, Any] | None = None
     _info: RecipeInfo | None = None
     stored = False
+    reads_code = False
     _realised: ExperimentState | None = None
 
     def __init__(
@@ -170,6 +174,26 @@ class ExperimentStatePromise(Growable):
                 kind = type(self.recipe).__name__
                 self._sha = child_id(self.parent.sha(), name, code, properties, kind=kind)
         return self._sha
+
+    def id_now(self) -> str | None:
+        """The id this promise's definition gives now: its root arguments, or its recipe's
+        identity as applied, hashed again (functions and classes among them by their code as
+        it is now). Differs from :meth:`sha` when such code, a global it reads, or an object
+        among the values was changed after definition. None for a stored state grown again.
+
+        Raises:
+            HashingError: A value cannot be hashed any more.
+        """
+        if self.parent is None or self.recipe is None:
+            if self.arguments is None:
+                return None
+            return self.experiment.state_class.root_sha(self.arguments)
+        identity = self._identity()
+        if identity is None:
+            return self.sha()
+        name, code, properties = identity
+        kind = type(self.recipe).__name__
+        return child_id(self.parent.sha(), name, code, properties, kind=kind)
 
     def defined_code(self) -> tuple[type, str] | None:
         """The class whose code this promise's state runs (the recipe's class, or the state
