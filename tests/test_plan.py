@@ -96,9 +96,14 @@ class Twist(dg.Recipe):
 """
 
 
-def run_script(tmp_path, subprocess_env, edit: str) -> dict:
-    (tmp_path / "study.py").write_text(textwrap.dedent(MODULE))
-    (tmp_path / "define.py").write_text(textwrap.dedent(SCRIPT))
+def run_script(
+    tmp_path, subprocess_env, edit: str, module=("study", MODULE), script=SCRIPT
+) -> dict:
+    """Write the user's module and script beside each other, run the script with ``edit``
+    as a user does, and return the JSON it prints last."""
+    name, source = module
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    (tmp_path / "define.py").write_text(textwrap.dedent(script))
     output = subprocess.run(
         [sys.executable, str(tmp_path / "define.py"), str(tmp_path / "exp"), edit],
         env=subprocess_env,
@@ -378,18 +383,9 @@ def test_code_or_objects_held_as_values_and_edited_after_definition_are_refused(
     """A function, closure, class or recipe held by a recipe (or passed to spawn_new_tree),
     edited after definition, or a root argument changed in place: the run refuses before
     writing anything, and the tree defined again computes the new values under new ids."""
-    (tmp_path / "held.py").write_text(textwrap.dedent(VALUES_MODULE))
-    (tmp_path / "define.py").write_text(textwrap.dedent(VALUES_SCRIPT))
-    output = subprocess.run(
-        [sys.executable, str(tmp_path / "define.py"), str(tmp_path / "exp"), edit],
-        env=subprocess_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
+    out = run_script(
+        tmp_path, subprocess_env, edit, module=("held", VALUES_MODULE), script=VALUES_SCRIPT
     )
-    assert output.returncode == 0, output.stderr
-    out = json.loads(output.stdout.strip().splitlines()[-1])
     # the held value's own message, or the recipe class's when its code reaches what was
     # edited (Apply.run reads .run and .FACTOR of what it holds)
     assert "defined from values that changed since" in out["error"] or (

@@ -234,6 +234,7 @@ def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
     """
     cls = type(recipe)
     entry = _SHORT_PATH.get(id(cls))
+    holds = False
     if entry is not None and entry[0]() is cls:
         try:
             holds = entry[1]()
@@ -254,7 +255,9 @@ def applied(recipe: Recipe) -> tuple[Recipe, Identity]:
                 return copied, (cls.__qualname__, entry[2], properties)
     snapshot = recipe.snapshot()
     identity = snapshot.identity()
-    if _short_path_applies(cls):
+    # (Re)learn the class only when its entry is missing or its check failed: a class whose
+    # entry holds but whose recipe had a non-atom value took the general path just this once.
+    if not holds and _short_path_applies(cls):
         check = identity_check(cls, Recipe)
         if check is not None:
             key = id(cls)
